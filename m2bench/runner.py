@@ -1,0 +1,214 @@
+"""The single path: config -> data -> model -> evaluate -> metrics + throughput -> MLflow.
+
+Names no task and no model: everything task- or model-specific comes through their specs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from m2bench import tracking
+from m2bench.config import RunConfig
+from m2bench.errors import ConfigError, M2BenchError, ModelFailure, StoreError, WeightsUnavailable
+from m2bench.models import count_params
+from m2bench.registry import create_model, get_model_spec, get_task
+from m2bench.specs import EvalContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Outcome of one (task, model) run: FINISHED, FAILED or SKIPPED."""
+
+    model: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+    error: str | None = None
+
+
+def run(
+    task: str,
+    models: Sequence[str] = (),
+    *,
+    config_file: str | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    **flags: Any,
+) -> list[RunResult]:
+    """Run each model on ``task`` (``name`` or ``name:subtask``); one MLflow run per model.
+
+    Everything that can be checked (names, config, output folder, tracking store, data) is checked
+    before any model is built, so bad input costs no compute and records nothing.
+    """
+    task_name, _, subtask = task.partition(":")
+    plugin = get_task(task_name)
+    spec = plugin.spec
+    names = list(models) or list(spec.default_models)
+    cfgs = [_resolve(spec, name, subtask or None, config_file, overrides, flags) for name in names]
+    out_root = _prepare_out(Path(cfgs[0].out) / spec.name)
+    tracking.preflight(spec.name)
+    c = cfgs[0]
+    data = plugin.load(
+        "test",
+        limit=c.limit,
+        data_dir=c.data_dir,
+        sample=c.sample,
+        subtask=c.subtask,
+        **c.task_options,
+    )
+    return [_run_one(plugin, data, cfg, out_root, progress) for cfg in cfgs]
+
+
+def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
+    mspec = get_model_spec(model)
+    if mspec.kind not in spec.model_kinds:
+        raise ConfigError(
+            f"model {model!r} is a {mspec.kind} model; task {spec.name!r} takes "
+            f"{', '.join(spec.model_kinds)} models (`m2bench list models`)"
+        )
+    return RunConfig.resolve(
+        spec.name,
+        model,
+        model_defaults=mspec.extra.get("defaults", {}),
+        config_file=config_file,
+        overrides=overrides,
+        flags={**flags, "subtask": subtask},
+    )
+
+
+def _prepare_out(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".m2bench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(
+            f"--out folder {folder} is not writable ({exc.strerror}); "
+            "pass --out DIR with a writable folder"
+        ) from None
+    return folder
+
+
+def _device(cfg: RunConfig) -> tuple[torch.device, str]:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    dev = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    precision = (
+        cfg.precision if cfg.precision != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
+    )
+    return dev, precision
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32; bf16 autocast is explicit
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> RunResult:
+    spec = plugin.spec
+    device, precision = _device(cfg)
+    _seed(cfg.seed)
+    try:
+        model = create_model(cfg.model, **cfg.model_overrides)
+    except WeightsUnavailable as exc:
+        log.warning("%s skipped: %s", cfg.model, exc)
+        return RunResult(cfg.model, "SKIPPED", error=str(exc))
+    mspec = model.spec
+    tags = {
+        "task": spec.name,
+        "task_version": spec.version,
+        "model": cfg.model,
+        "family": mspec.family,
+        "kind": mspec.kind,
+        "sample": str(cfg.sample).lower(),
+        "precision": precision,
+        "tf32": "false",
+        "seed": cfg.seed,
+        "subtask": cfg.subtask or "all",
+        **data.provenance,
+        **tracking.hardware(device),
+        **tracking.provenance(),
+        **getattr(model, "run_tags", dict)(),
+    }
+    run = tracking.start_run(spec.name, cfg.model, tags)
+    out_dir = out_root / cfg.model
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run.log_params({**cfg.flat(), **_model_config(model)})
+        run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+        run.log_text(tracking.environment_text(), "env.txt")
+        if isinstance(model, torch.nn.Module):
+            model.to(device).eval()
+        ctx = EvalContext(
+            device=device,
+            precision=precision,
+            batch_size=cfg.batch_size,
+            out_dir=out_dir,
+            options=dict(cfg.task_options),
+            progress=progress,
+        )
+        result = plugin.evaluate(model, data, ctx)
+        score = result.metrics.get(spec.metric)
+        if score is None or not np.isfinite(score):
+            raise ModelFailure(f"task {spec.name} returned no finite {spec.metric} ({score})")
+        metrics = {**result.metrics, **result.perf, **_param_counts(model)}
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        run.log_metrics(metrics)
+        run.log_artifacts(out_dir)
+        run.end("FINISHED")
+        return RunResult(cfg.model, "FINISHED", metrics, result.summary, run.run_id)
+    except KeyboardInterrupt:
+        run.end("KILLED", error="interrupted by the user")
+        raise
+    except Exception as exc:  # a failing model must not end the sweep; the run records why
+        error = _describe(exc)
+        log.error("%s failed: %s", cfg.model, error)
+        run.log_text(traceback.format_exc(), "error.txt")
+        run.end("FAILED", error=error)
+        return RunResult(cfg.model, "FAILED", run_id=run.run_id, error=error)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory; lower --batch-size"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, M2BenchError) else f"{type(exc).__name__}: {text}"
+
+
+def _model_config(model: Any) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return {}
+    return {f"model.{k}": v for k, v in dataclasses.asdict(config).items()}
+
+
+def _param_counts(model: Any) -> dict[str, float]:
+    if not isinstance(model, torch.nn.Module):
+        return {}
+    return {
+        "params_m": count_params(model) / 1e6,
+        "params_nonembed_m": count_params(model, non_embedding=True) / 1e6,
+    }

@@ -1,0 +1,91 @@
+"""The only code in m2bench that times anything.
+
+Definitions (stated again in results/README.md):
+- wall time is measured with ``time.perf_counter`` after synchronising the device on entry and
+  exit, so queued GPU work is counted where it belongs;
+- tokens/s counts the tokens fed to the model, padding included (B x L per step);
+- latency is the median over repeated calls after warm-up calls that are not counted;
+- peak memory is the CUDA allocator's peak on a GPU, and the process's peak resident set size on
+  the CPU (which includes everything the process holds, not just the model).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Context manager measuring wall seconds of a block, device-synchronised.
+
+    Example: ``with Stopwatch(device) as sw: work()`` then ``sw.seconds``.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
+
+
+def latency_ms(
+    fn: Callable[[int], object], n: int, device: torch.device, *, warmup: int = 2
+) -> float:
+    """Median milliseconds of ``fn(i)`` over ``i = 0..n-1`` after ``warmup`` uncounted calls."""
+    if n < 1:
+        return float("nan")
+    for i in range(min(warmup, n)):
+        fn(i)
+    times = []
+    for i in range(n):
+        with Stopwatch(device) as sw:
+            fn(i)
+        times.append(sw.seconds * 1e3)
+    return statistics.median(times)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window on ``device`` (no-op on the CPU, whose peak is lifelong)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory in GB (1e9 bytes): CUDA allocator peak, or the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Items and tokens per second of one timed pass."""
+
+    items_per_s: float
+    tokens_per_s: float
+
+    @classmethod
+    def of(cls, items: int, tokens: int, seconds: float) -> Throughput:
+        """Rates of ``items`` and ``tokens`` processed in ``seconds``."""
+        s = max(seconds, 1e-9)
+        return cls(items / s, tokens / s)
