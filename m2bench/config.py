@@ -127,11 +127,21 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value (e.g. batch_size=16)")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
+        out[key.strip()] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string; users mean a number
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _read_yaml(path: str | Path) -> dict[str, Any]:

@@ -84,8 +84,13 @@ def _task_rows(task: str, runs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+FRONT = ["rank", "task", "task_version", "model", "family", "main_metric", "score", "params_m"]
+
+
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
-    front = ["rank", "task", "task_version", "model", "family", "main_metric", "score", "params_m"]
+    if df.empty:
+        return pd.DataFrame(columns=FRONT + TAG_COLUMNS[5:] + ["run_id"])
+    front = FRONT
     quality = sorted(
         c
         for c in df.columns
@@ -111,7 +116,7 @@ def write(df: pd.DataFrame, path: str | Path) -> Path:
             f"cannot write {path} ({exc.strerror}); pass --out with a writable path"
         ) from None
     with os.fdopen(fd, "w") as f:
-        (_ordered(df) if not df.empty else df).to_csv(f, index=False, float_format="%.6g")
+        _ordered(df).to_csv(f, index=False, float_format="%.6g")
     os.replace(tmp, path)
     return path
 
