@@ -78,6 +78,12 @@ def main(verbose: bool) -> None:
 @click.option("--epochs", type=float, help="Bound on training epochs (tasks that train).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
 @click.option("--seed", type=int, help="Random seed.")
+@click.option(
+    "--init",
+    type=click.Choice(["pretrained", "random"]),
+    help="pretrained (default): load the model's weights; random: untrained model.",
+)
+@click.option("--checkpoint", help="Weights to load: a local folder or a hub id.")
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
@@ -130,10 +136,12 @@ def _results_table(task: str, results: list) -> str:
             ("params_m", "params M", "{:.1f}"),
         ):
             row[label] = fmt.format(m[key]) if key in m else "-"
-        row["note"] = (r.error or "")[:100] if r.status != "FINISHED" else (r.run_id or "")
+        row["run id"] = r.run_id or "-"
         rows.append(row)
     table = pd.DataFrame(rows).fillna("-")
-    return f"\n{task}: {metric} per subtask and averaged\n" + table.to_string(index=False)
+    notes = [f"{r.status.lower()} {r.model}: {r.error}" for r in results if r.error]
+    text = f"\n{task}: {metric} per subtask and averaged\n" + table.to_string(index=False)
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 @main.command("list", epilog=EPILOG)

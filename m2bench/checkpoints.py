@@ -348,12 +348,17 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def _registered_model(model_name: str, config: M2BertConfig, source: str) -> nn.Module:
-    from m2bench.registry import create_model, get_model_spec
+def _reference_config(model_name: str) -> M2BertConfig:
+    from m2bench.registry import get_model_spec
 
-    spec = get_model_spec(model_name)
     with torch.device("meta"):
-        reference = spec.builder().config
+        return get_model_spec(model_name).builder().config
+
+
+def _registered_model(model_name: str, config: M2BertConfig, source: str) -> nn.Module:
+    from m2bench.registry import create_model
+
+    reference = _reference_config(model_name)
     arch = [
         f for f in fields(M2BertConfig) if f.name not in ("pooler", "dropout", "padding", "kernel")
     ]
@@ -365,7 +370,9 @@ def _registered_model(model_name: str, config: M2BertConfig, source: str) -> nn.
     if differ:
         raise ConfigError(f"{source} is not a {model_name}: {'; '.join(differ)}")
     overrides = {f.name: getattr(config, f.name) for f in arch}
-    return create_model(model_name, padding=config.padding, kernel=config.kernel, **overrides)
+    return create_model(
+        model_name, init="random", padding=config.padding, kernel=config.kernel, **overrides
+    )
 
 
 def load_pretrained(
@@ -398,11 +405,14 @@ def load_pretrained(
     source = str(name_or_dir)
     directory = _resolve(name_or_dir, revision)
     config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise WeightsUnavailable(f"{directory} has no config.json")
-    config = config_from_official(
-        json.loads(config_file.read_text()), padding=padding, kernel=kernel
-    )
+    if config_file.is_file():
+        config = config_from_official(
+            json.loads(config_file.read_text()), padding=padding, kernel=kernel
+        )
+    elif model_name is not None:  # weights alone: the registered architecture, checked key by key
+        config = replace(_reference_config(model_name), padding=padding, kernel=kernel)
+    else:
+        raise WeightsUnavailable(f"{directory} has no config.json; pass model_name= as well")
     weights = _normalise_keys(_read_weights(_weights_file(directory)))
     if model_name is None:
         has_pooler = any(k.startswith("bert.pooler.") for k in weights)

@@ -39,6 +39,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    init: str = "pretrained"  # pretrained weights where a model has them, or random
+    checkpoint: str | None = None  # weights to load (local folder or hub id)
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  # model.<field>=...
     task_options: Mapping[str, Any] = field(default_factory=dict)  # task.<option>=...
 
@@ -79,6 +81,8 @@ class RunConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.init not in ("pretrained", "random"):
+            raise ConfigError(f"init {self.init!r} is not one of pretrained, random")
         if self.sample and self.data_dir:
             raise ConfigError("--sample and --data-dir exclude each other; pass one of them")
 

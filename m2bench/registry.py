@@ -101,6 +101,7 @@ def register_model(
     max_len: int | None = None,
     description: str = "",
     weights: str = "",
+    loader: Callable | None = None,
     **extra: object,
 ) -> Callable:
     """Decorator registering a builder ``fn(**overrides) -> model`` under ``name``."""
@@ -117,6 +118,7 @@ def register_model(
             max_len=max_len,
             description=description or _first_line(fn.__doc__),
             weights=weights,
+            loader=loader,
             extra=dict(extra),
         )
 
@@ -177,9 +179,37 @@ def valid_overrides(spec: object) -> list[str]:
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
-def create_model(name: str, **overrides: object) -> object:
-    """Build the registered model ``name``; unknown overrides raise listing the valid fields."""
+INITS = ("pretrained", "random")
+
+
+def check_weights_options(spec: object, init: str, checkpoint: str | None) -> None:
+    """Refuse an ``init``/``checkpoint`` combination the model cannot take (before any compute)."""
     from m2bench.errors import ConfigError
+
+    if spec.loader is None and checkpoint:
+        raise ConfigError(f"model {spec.name!r} loads no weights; drop --checkpoint for it")
+    if init == "random" and spec.extra.get("pretrained_only"):
+        raise ConfigError(f"model {spec.name!r} exists only pretrained; use --init pretrained")
+
+
+def create_model(
+    name: str, *, init: str = "random", checkpoint: str | None = None, **overrides: object
+) -> object:
+    """Build the registered model ``name``.
+
+    Args:
+        name: registry name.
+        init: ``random`` (the default, as timm's ``pretrained=False``) keeps the initialisation;
+            ``pretrained`` loads weights from ``checkpoint`` or the model's default hub id, for
+            models that have them (``m2bench run`` defaults to ``pretrained``).
+        checkpoint: a local folder or hub id of weights to load.
+        **overrides: fields of the model's config; unknown ones raise listing the valid fields.
+
+    Raises:
+        ConfigError: bad override, or a checkpoint/init the model cannot take.
+        WeightsUnavailable: pretrained weights asked for but not obtainable (the caller skips).
+    """
+    from m2bench.errors import ConfigError, WeightsUnavailable
 
     spec = get_model_spec(name)
     valid = valid_overrides(spec)
@@ -189,7 +219,21 @@ def create_model(name: str, **overrides: object) -> object:
             f"model {name!r} has no setting {', '.join(map(repr, bad))}; "
             f"valid: {', '.join(valid) or '(none)'}"
         )
-    model = spec.builder(**overrides)
+    if init not in INITS:
+        raise ConfigError(f"init {init!r} is not one of {', '.join(INITS)}")
+    if checkpoint and init != "pretrained":
+        raise ConfigError("a checkpoint is loaded only with init='pretrained' (--init pretrained)")
+    check_weights_options(spec, init, checkpoint)
+    if spec.loader is not None and init == "pretrained":
+        source = checkpoint or spec.weights
+        if not source:
+            raise WeightsUnavailable(
+                f"no released weights are known for {name}; pass --checkpoint DIR_OR_HUB_ID, "
+                "or --init random for an untrained model"
+            )
+        model = spec.loader(source, name, **overrides)
+    else:
+        model = spec.builder(**overrides)
     try:
         model.spec = spec
     except AttributeError:  # objects with __slots__ keep no spec; the runner passes it along

@@ -23,7 +23,7 @@ from m2bench import tracking
 from m2bench.config import RunConfig
 from m2bench.errors import ConfigError, M2BenchError, ModelFailure, StoreError, WeightsUnavailable
 from m2bench.models import count_params
-from m2bench.registry import create_model, get_model_spec, get_task
+from m2bench.registry import check_weights_options, create_model, get_model_spec, get_task
 from m2bench.specs import EvalContext
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
             f"model {model!r} is a {mspec.kind} model; task {spec.name!r} takes "
             f"{', '.join(spec.model_kinds)} models (`m2bench list models`)"
         )
-    return RunConfig.resolve(
+    cfg = RunConfig.resolve(
         spec.name,
         model,
         model_defaults=mspec.extra.get("defaults", {}),
@@ -89,6 +89,8 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
         overrides=overrides,
         flags={**flags, "subtask": subtask},
     )
+    check_weights_options(mspec, cfg.init, cfg.checkpoint)
+    return cfg
 
 
 def _prepare_out(folder: Path) -> Path:
@@ -132,7 +134,9 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
     device, precision = _device(cfg)
     _seed(cfg.seed)
     try:
-        model = create_model(cfg.model, **cfg.model_overrides)
+        model = create_model(
+            cfg.model, init=cfg.init, checkpoint=cfg.checkpoint, **cfg.model_overrides
+        )
     except WeightsUnavailable as exc:
         log.warning("%s skipped: %s", cfg.model, exc)
         return RunResult(cfg.model, "SKIPPED", error=str(exc))
@@ -146,6 +150,10 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         "sample": str(cfg.sample).lower(),
         "precision": precision,
         "tf32": "false",
+        "init": cfg.init if mspec.loader is not None else "n/a",
+        "weights_source": (cfg.checkpoint or mspec.weights)
+        if mspec.loader is not None and cfg.init == "pretrained"
+        else "none",
         "seed": cfg.seed,
         "subtask": cfg.subtask or "all",
         **data.provenance,

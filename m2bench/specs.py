@@ -76,7 +76,10 @@ class ModelSpec:
             builder's keyword arguments are).
         max_len: maximum input length in tokens (``None`` when not applicable).
         description: one line shown by ``m2bench list models``, including truncation behaviour.
-        weights: where pretrained weights come from (hub id or package), empty for random init.
+        weights: default source of pretrained weights (hub id), empty when none is released.
+        loader: ``loader(source, name, **overrides) -> model`` building the model with weights
+            from ``source`` (a local folder or hub id); ``None`` when the builder handles weights
+            itself or the model has none.
     """
 
     name: str
@@ -88,6 +91,7 @@ class ModelSpec:
     max_len: int | None = None
     description: str = ""
     weights: str = ""
+    loader: Callable[..., Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

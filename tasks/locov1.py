@@ -103,8 +103,7 @@ def _local_files(folder: Path) -> tuple[list[Path], list[Path]]:
     raise DataError(
         f"LoCoV1 files not found in {folder}: expected queries.jsonl + documents.jsonl (or "
         ".parquet), or LoCoV1-Queries/documents/*_test.jsonl + "
-        "LoCoV1-Documents/documents/*_test.jsonl; "
-        + HOW_TO_PROVIDE
+        "LoCoV1-Documents/documents/*_test.jsonl; " + HOW_TO_PROVIDE
     )
 
 

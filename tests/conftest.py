@@ -43,8 +43,14 @@ def temp_model(monkeypatch: pytest.MonkeyPatch):
     load_plugins()
 
     def add(name: str, kind: str, builder, family: str = "baseline") -> None:
-        spec = ModelSpec(name=name, kind=kind, family=family, params_m=None, builder=builder,
-                         description="test-only model")
+        spec = ModelSpec(
+            name=name,
+            kind=kind,
+            family=family,
+            params_m=None,
+            builder=builder,
+            description="test-only model",
+        )
         monkeypatch.setitem(MODELS._entries, name, spec)
 
     return add

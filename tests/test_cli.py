@@ -48,11 +48,27 @@ def test_run_bm25_sample_end_to_end_then_leaderboard(store: Path):
     assert r["metrics.qmsum_local/n_eval"] == 281
     assert 0.5 < r["metrics.ndcg_at_10"] <= 1.0
     assert r["metrics.ndcg_at_10"] == r["metrics.qmsum_local/ndcg_at_10"]  # one subtask
-    for key in ("perf/docs_per_s", "perf/tokens_per_s", "perf/query_latency_ms",
-                "perf/peak_mem_gb", "ndcg_at_1", "ndcg_at_100", "recall_at_100"):
+    for key in (
+        "perf/docs_per_s",
+        "perf/tokens_per_s",
+        "perf/query_latency_ms",
+        "perf/peak_mem_gb",
+        "ndcg_at_1",
+        "ndcg_at_100",
+        "recall_at_100",
+    ):
         assert r[f"metrics.{key}"] > 0, key
-    for tag in ("task_version", "data_source", "data_revision", "git_sha", "torch", "triton",
-                "hardware", "precision", "bm25_k1"):
+    for tag in (
+        "task_version",
+        "data_source",
+        "data_revision",
+        "git_sha",
+        "torch",
+        "triton",
+        "hardware",
+        "precision",
+        "bm25_k1",
+    ):
         assert r[f"tags.{tag}"], tag
     assert r["tags.sample"] == "true" and r["params.model.k1"] == "1.5"
     assert runs["experiment_id"].nunique() == 1
@@ -83,10 +99,32 @@ def test_run_bm25_sample_end_to_end_then_leaderboard(store: Path):
 
 def test_leaderboard_keeps_latest_finished_run_per_model_and_ranks(store: Path):
     for k1 in ("0.2", "1.5"):
-        assert _invoke("run", "--task", "locov1", "--sample", "--model", "bm25", "--limit", "40",
-                       "--no-progress", f"model.k1={k1}").exit_code == 0
-    res = _invoke("run", "--task", "locov1", "--sample", "--model", "minilm_l6", "--limit", "40",
-                  "--no-progress")
+        assert (
+            _invoke(
+                "run",
+                "--task",
+                "locov1",
+                "--sample",
+                "--model",
+                "bm25",
+                "--limit",
+                "40",
+                "--no-progress",
+                f"model.k1={k1}",
+            ).exit_code
+            == 0
+        )
+    res = _invoke(
+        "run",
+        "--task",
+        "locov1",
+        "--sample",
+        "--model",
+        "minilm_l6",
+        "--limit",
+        "40",
+        "--no-progress",
+    )
     assert res.exit_code == 0, res.output
     runs = _runs()
     latest_bm25 = runs[runs["tags.model"] == "bm25"].sort_values("start_time").iloc[-1]
@@ -116,7 +154,7 @@ def test_minilm_matches_the_independent_sanity_figure(store: Path):
     [
         (["--task", "locov2"], "unknown task 'locov2'; did you mean 'locov1'"),
         (["--task", "locov1", "--model", "bm26"], "unknown model 'bm26'; did you mean 'bm25'"),
-        (["--task", "locov1:gov_report", "--model", "bm25"], "subtask 'gov_report' not in the data"),
+        (["--task", "locov1:gov_report", "--model", "bm25"], "subtask 'gov_report' not in"),
         (["--task", "locov1", "--model", "bm25", "batchsize=3"], "unknown config key 'batchsize'"),
         (["--task", "locov1", "--model", "bm25", "model.k9=1"], "has no setting 'k9'"),
     ],
@@ -130,8 +168,9 @@ def test_bad_input_is_one_line_exit_2_and_records_nothing(store: Path, args, mat
 
 
 def test_missing_data_dir_names_files_and_ways(store: Path):
-    res = CliRunner().invoke(main, ["run", "--task", "locov1", "--model", "bm25",
-                                    "--data-dir", str(store)])
+    res = CliRunner().invoke(
+        main, ["run", "--task", "locov1", "--model", "bm25", "--data-dir", str(store)]
+    )
     assert res.exit_code == 2
     assert "queries.jsonl" in res.output and "--sample" in res.output
     assert _runs().empty
@@ -139,8 +178,19 @@ def test_missing_data_dir_names_files_and_ways(store: Path):
 
 def test_unwritable_out_is_detected_before_compute(store: Path):
     (store / "afile").write_text("")
-    res = CliRunner().invoke(main, ["run", "--task", "locov1", "--sample", "--model", "bm25",
-                                    "--out", str(store / "afile" / "sub")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--task",
+            "locov1",
+            "--sample",
+            "--model",
+            "bm25",
+            "--out",
+            str(store / "afile" / "sub"),
+        ],
+    )
     assert res.exit_code == 2 and "--out folder" in res.output
     assert _runs().empty
 
@@ -159,8 +209,10 @@ def test_failing_models_become_failed_runs_and_the_sweep_goes_on(store: Path, te
         max_length = 8
 
         def tokenize(self, texts):
-            return {"input_ids": torch.ones(len(texts), 4, dtype=torch.long),
-                    "attention_mask": torch.ones(len(texts), 4, dtype=torch.long)}
+            return {
+                "input_ids": torch.ones(len(texts), 4, dtype=torch.long),
+                "attention_mask": torch.ones(len(texts), 4, dtype=torch.long),
+            }
 
         def embed(self, batch):
             return torch.full((batch["input_ids"].shape[0], 3), float("nan"))
@@ -171,9 +223,24 @@ def test_failing_models_become_failed_runs_and_the_sweep_goes_on(store: Path, te
 
     temp_model("test_nan", "text_encoder", NaNEncoder)
     temp_model("test_oom", "text_encoder", OOMEncoder)
-    res = CliRunner().invoke(main, ["run", "--task", "locov1", "--sample", "--limit", "10",
-                                    "--no-progress", "--model", "test_nan", "--model", "test_oom",
-                                    "--model", "bm25"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--task",
+            "locov1",
+            "--sample",
+            "--limit",
+            "10",
+            "--no-progress",
+            "--model",
+            "test_nan",
+            "--model",
+            "test_oom",
+            "--model",
+            "bm25",
+        ],
+    )
     assert res.exit_code == 1, res.output
     assert "non-finite embeddings" in res.output and "out of memory" in res.output
     runs = _runs().set_index("tags.model")
@@ -186,14 +253,62 @@ def test_failing_models_become_failed_runs_and_the_sweep_goes_on(store: Path, te
 
 
 def test_unavailable_weights_are_skipped_not_run_random(store: Path):
-    res = CliRunner().invoke(main, ["run", "--task", "locov1", "--sample", "--limit", "5",
-                                    "--no-progress", "--model", "minilm_l6", "--model", "bm25",
-                                    "model.checkpoint=/nonexistent/minilm"])
-    # model.checkpoint is a minilm setting; bm25 has none, so give bm25 its own run below
-    assert res.exit_code == 2 and "has no setting 'checkpoint'" in res.output
-    res = CliRunner().invoke(main, ["run", "--task", "locov1", "--sample", "--limit", "5",
-                                    "--no-progress", "--model", "minilm_l6",
-                                    "model.checkpoint=/nonexistent/minilm"])
+    base = ["run", "--task", "locov1", "--sample", "--limit", "5", "--no-progress"]
+    # --checkpoint applies to every model of the sweep; bm25 has no weights: refused up front
+    res = CliRunner().invoke(
+        main,
+        [*base, "--model", "minilm_l6", "--model", "bm25", "--checkpoint", "/nonexistent/minilm"],
+    )
+    assert res.exit_code == 2 and "'bm25' loads no weights" in res.output
+    res = CliRunner().invoke(main, [*base, "--model", "minilm_l6", "--init", "random"])
+    assert res.exit_code == 2 and "exists only pretrained" in res.output
+    res = CliRunner().invoke(
+        main,
+        [
+            *base,
+            "--model",
+            "minilm_l6",
+            "--model",
+            "bm25",
+            "--model",
+            "m2_bert_80m_2k_retrieval",
+            "--model",
+            "m2_bert_tiny_retrieval",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert "SKIPPED" in res.output and "not available offline" in res.output
-    assert _runs().empty
+    lines = {ln.split()[0]: ln for ln in res.output.splitlines() if ln.strip()}
+    assert "FINISHED" in lines["minilm_l6"] and "FINISHED" in lines["bm25"]
+    assert "SKIPPED" in lines["m2_bert_80m_2k_retrieval"]
+    assert "hazyresearch/M2-BERT-2k-Retrieval-Encoder-V1" in res.output
+    assert "SKIPPED" in lines["m2_bert_tiny_retrieval"] and "--init random" in res.output
+    assert sorted(_runs()["tags.model"]) == ["bm25", "minilm_l6"]  # nothing logged for skips
+
+
+def test_m2_encoder_random_init_and_checkpoint_dir(store: Path):
+    from m2bench.checkpoints import save_pretrained
+    from m2bench.registry import create_model
+
+    base = [
+        "run",
+        "--task",
+        "locov1",
+        "--sample",
+        "--limit",
+        "20",
+        "--no-progress",
+        "--model",
+        "m2_bert_tiny_retrieval",
+    ]
+    res = CliRunner().invoke(main, [*base, "--init", "random", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    torch.manual_seed(0)
+    save_pretrained(create_model("m2_bert_tiny_retrieval"), store / "ckpt")
+    res = CliRunner().invoke(main, [*base, "--checkpoint", str(store / "ckpt")])
+    assert res.exit_code == 0, res.output
+    runs = _runs().sort_values("start_time")
+    assert list(runs["status"]) == ["FINISHED", "FINISHED"]
+    assert list(runs["tags.init"]) == ["random", "pretrained"]
+    assert list(runs["tags.weights_source"]) == ["none", str(store / "ckpt")]
+    assert set(runs["tags.padding"]) == {"official"} and set(runs["tags.kernel"]) == {"torch"}
+    assert (runs["metrics.qmsum_local/n_eval"] == 20).all()

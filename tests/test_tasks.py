@@ -48,8 +48,9 @@ class _Oracle:
 
 
 def _ctx(tmp_path):
-    return EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=8,
-                       out_dir=tmp_path, progress=False)
+    return EvalContext(
+        device=torch.device("cpu"), precision="fp32", batch_size=8, out_dir=tmp_path, progress=False
+    )
 
 
 def test_every_task_spec_is_valid():

@@ -26,3 +26,6 @@ def count_params(model: torch.nn.Module, *, non_embedding: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+from m2bench.models import m2_bert  # noqa: E402,F401  (import = registration)

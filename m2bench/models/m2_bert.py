@@ -320,6 +320,16 @@ class M2BertTextEncoder(nn.Module):
             "n_truncated": torch.tensor(n_truncated),
         }
 
+    def run_tags(self) -> dict[str, str]:
+        """How texts are cut and padded, and which implementation runs (run tags)."""
+        return {
+            "padding": self.config.padding,
+            "kernel": self.config.kernel,
+            "max_length": str(self.max_length),
+            "truncation": "first max_len tokens, padded to max_len (official: a cut text loses "
+            "[SEP])",
+        }
+
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled output (B, d) of a tokenized batch: the official retrieval embedding."""
         if self.bert.pooler is None:
@@ -339,7 +349,25 @@ _SIZES = {  # (d_model, d_intermediate): the four GLUE-era M2-BERT sizes, 12 lay
     "341m": (1792, 7168),
 }
 _TINY = dict(d_model=32, n_layers=2, d_intermediate=128, hyena_order=16)
-_HUB = "togethercomputer/m2-bert-80M-%s-retrieval"  # 2024-01 release, LoCo V0 fine-tuned
+# Default weights. Retrieval: the LoCoV1 encoders the LoCo paper evaluates (Table 13); the 2024-01
+# release fine-tuned on LoCo V0 is `togethercomputer/m2-bert-80M-{2k,8k,32k}-retrieval`
+# (`--checkpoint` takes it). GLUE-era MLM checkpoints: danfu09/m2-bert-*.
+_HUB_V1 = "hazyresearch/M2-BERT-%s-Retrieval-Encoder-V1"
+_HUB_MLM = "danfu09/m2-bert-%s"
+_PRETRAINED_OVERRIDES = ("padding", "kernel")
+
+
+def _load(source: str, name: str, **overrides: object) -> nn.Module:
+    """Registry loader: the registered model ``name`` with official weights from ``source``."""
+    from m2bench.checkpoints import load_pretrained
+
+    bad = sorted(set(overrides) - set(_PRETRAINED_OVERRIDES))
+    if bad:
+        raise ConfigError(
+            f"{name} with pretrained weights takes only {', '.join(_PRETRAINED_OVERRIDES)} "
+            f"overrides (got {', '.join(bad)}); use --init random to change the architecture"
+        )
+    return load_pretrained(source, model_name=name, **overrides)
 
 
 def _config(overrides: dict, **defaults: object) -> M2BertConfig:
@@ -357,42 +385,52 @@ def _retrieval(max_len: int, overrides: dict) -> M2BertTextEncoder:
 
 
 # The first docstring line of each builder is its `m2bench list models` description.
-_ENCODER = dict(kind="encoder", family="m2", config_cls=M2BertConfig)
-_TEXT_ENCODER = dict(kind="text_encoder", family="m2", config_cls=M2BertConfig)
+_ENCODER = dict(kind="encoder", family="m2", config_cls=M2BertConfig, loader=_load)
+_TEXT_ENCODER = dict(kind="text_encoder", family="m2", config_cls=M2BertConfig, loader=_load)
 
 
-@register_model("m2_bert_80m", params_m=80.27, max_len=128, **_ENCODER)
+@register_model("m2_bert_80m", weights=_HUB_MLM % "80M", params_m=80.27, max_len=128, **_ENCODER)
 def m2_bert_80m(**overrides: object) -> M2BertForMaskedLM:
     """M2-BERT 80M (d 768, 12 layers) with tied MLM head, max_len 128."""
     return _mlm("80m", overrides)
 
 
-@register_model("m2_bert_110m", params_m=115.6, max_len=128, **_ENCODER)
+@register_model("m2_bert_110m", weights=_HUB_MLM % "110M", params_m=115.6, max_len=128, **_ENCODER)
 def m2_bert_110m(**overrides: object) -> M2BertForMaskedLM:
     """M2-BERT 110M (d 960, 12 layers) with tied MLM head, max_len 128."""
     return _mlm("110m", overrides)
 
 
-@register_model("m2_bert_260m", params_m=259.1, max_len=128, **_ENCODER)
+@register_model("m2_bert_260m", weights=_HUB_MLM % "260m", params_m=259.1, max_len=128, **_ENCODER)
 def m2_bert_260m(**overrides: object) -> M2BertForMaskedLM:
     """M2-BERT 260M (d 1536, 12 layers) with tied MLM head, max_len 128."""
     return _mlm("260m", overrides)
 
 
-@register_model("m2_bert_341m", params_m=341.0, max_len=128, **_ENCODER)
+@register_model("m2_bert_341m", weights=_HUB_MLM % "341m", params_m=341.0, max_len=128, **_ENCODER)
 def m2_bert_341m(**overrides: object) -> M2BertForMaskedLM:
     """M2-BERT 341M (d 1792, 12 layers) with tied MLM head, max_len 128."""
     return _mlm("341m", overrides)
 
 
-@register_model("m2_bert_80m_128_retrieval", params_m=80.24, max_len=128, **_TEXT_ENCODER)
+@register_model(
+    "m2_bert_80m_128_retrieval",
+    params_m=80.24,
+    max_len=128,
+    weights=_HUB_V1 % "128",
+    **_TEXT_ENCODER,
+)
 def m2_bert_80m_128_retrieval(**overrides: object) -> M2BertTextEncoder:
     """M2-BERT 80M retrieval encoder; texts cut to their first 128 tokens, padded to 128."""
     return _retrieval(128, overrides)
 
 
 @register_model(
-    "m2_bert_80m_2k_retrieval", params_m=81.94, max_len=2048, weights=_HUB % "2k", **_TEXT_ENCODER
+    "m2_bert_80m_2k_retrieval",
+    params_m=81.94,
+    max_len=2048,
+    weights=_HUB_V1 % "2k",
+    **_TEXT_ENCODER,
 )
 def m2_bert_80m_2k_retrieval(**overrides: object) -> M2BertTextEncoder:
     """M2-BERT 80M retrieval encoder; texts cut to their first 2048 tokens, padded to 2048."""
@@ -400,7 +438,11 @@ def m2_bert_80m_2k_retrieval(**overrides: object) -> M2BertTextEncoder:
 
 
 @register_model(
-    "m2_bert_80m_8k_retrieval", params_m=87.40, max_len=8192, weights=_HUB % "8k", **_TEXT_ENCODER
+    "m2_bert_80m_8k_retrieval",
+    params_m=87.40,
+    max_len=8192,
+    weights=_HUB_V1 % "8k",
+    **_TEXT_ENCODER,
 )
 def m2_bert_80m_8k_retrieval(**overrides: object) -> M2BertTextEncoder:
     """M2-BERT 80M retrieval encoder; texts cut to their first 8192 tokens, padded to 8192."""
@@ -411,7 +453,7 @@ def m2_bert_80m_8k_retrieval(**overrides: object) -> M2BertTextEncoder:
     "m2_bert_80m_32k_retrieval",
     params_m=109.22,
     max_len=32768,
-    weights=_HUB % "32k",
+    weights=_HUB_V1 % "32K",
     **_TEXT_ENCODER,
 )
 def m2_bert_80m_32k_retrieval(**overrides: object) -> M2BertTextEncoder:
