@@ -144,6 +144,99 @@ def _results_table(task: str, results: list) -> str:
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
+@main.command(epilog=EPILOG)
+@click.option("--task", required=True, help="Task with fine-tuning (locov1).")
+@click.option("--model", "model", required=True, help="A text_encoder model to fine-tune.")
+@click.option(
+    "--train-data",
+    required=True,
+    type=click.Path(),
+    help="Folder of training files in the task's local format.",
+)
+@click.option(
+    "--eval-data", type=click.Path(), help="Evaluate the saved checkpoint on this folder."
+)
+@click.option("--sample-eval", is_flag=True, help="Evaluate the saved checkpoint on the sample.")
+@click.option(
+    "--loss",
+    type=click.Choice(["opl", "mnrl"]),
+    default="opl",
+    show_default=True,
+    help="Orthogonal projection loss (paper) or multiple-negatives ranking loss.",
+)
+@click.option(
+    "--negatives",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Sampled negative passages per query and positive.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Micro-batch size (pairs for opl, triples for mnrl).",
+)
+@click.option(
+    "--save", type=click.Path(), help="Checkpoint folder [OUT/<task>/<model>/checkpoint]."
+)
+@click.option("--out", default="runs", show_default=True, type=click.Path())
+@click.option(
+    "--init",
+    type=click.Choice(["pretrained", "random"]),
+    default="pretrained",
+    show_default=True,
+    help="Start from the model's weights or from random init.",
+)
+@click.option("--checkpoint", help="Start from these weights (local folder or hub id).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-steps", type=int, help="Bound on optimizer steps (= train.max_steps).")
+@click.option("--epochs", type=float, help="Epochs (= train.epochs, default 1).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@_friendly
+def train(
+    task: str,
+    model: str,
+    train_data: str,
+    overrides: tuple[str, ...],
+    max_steps: int | None,
+    epochs: float | None,
+    no_progress: bool,
+    **kwargs: Any,
+) -> None:
+    """Fine-tune a retrieval encoder (LoCo recipe), save a checkpoint, and evaluate it.
+
+    KEY=VALUE: train.<field> (lr, weight_decay, warmup_frac, max_grad_norm, grad_accum, epochs,
+    max_steps; defaults: the LoCo paper's lr 5e-6, 32 micro-batches per step, 1 epoch) or
+    model.<field>.
+    """
+    from m2bench.finetune import finetune
+
+    extra = [f"train.max_steps={max_steps}"] if max_steps else []
+    extra += [f"train.epochs={epochs}"] if epochs else []
+    res = finetune(
+        task,
+        model,
+        train_data=train_data,
+        overrides=(*overrides, *extra),
+        progress=not no_progress,
+        **kwargs,
+    )
+    losses = res.train.losses
+    click.echo(
+        f"trained {model}: {res.train.steps} steps, loss {losses[0]:.4f} -> "
+        f"{losses[-1]:.4f}; checkpoint {res.checkpoint} (run {res.run_id})"
+    )
+    if res.evaluations:
+        click.echo(_results_table(task.partition(":")[0], res.evaluations))
+        if any(r.status == "FAILED" for r in res.evaluations):
+            sys.exit(1)
+
+
 @main.command("list", epilog=EPILOG)
 @click.argument("what", type=click.Choice(["tasks", "models"]), default="tasks")
 @_friendly

@@ -80,6 +80,11 @@ class SentenceTransformerEncoder(torch.nn.Module):
         """The model's sentence embedding (mean pooling, normalised for MiniLM)."""
         return self.st(batch)["sentence_embedding"]
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save in sentence-transformers' format (loadable with ``--checkpoint DIR``)."""
+        self.st.save(str(directory))
+        return Path(directory)
+
     def run_tags(self) -> dict[str, str]:
         """Where the weights came from and how texts are cut."""
         return {

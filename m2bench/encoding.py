@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -60,6 +60,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def prepare(model: TextEncoder, texts: list[str], device: torch.device) -> dict[str, Any]:
+    """Tokenize ``texts`` with ``model`` and move the tensors to ``device`` (drops bookkeeping)."""
+    batch = model.tokenize(texts)
+    batch.pop("n_truncated", None)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""MLflow runs -> one row per (task, task version, model, data source, hardware) -> CSV (+ PNG).
+"""MLflow runs -> one row per (task, version, model, weights, data, hardware) -> CSV (+ PNG).
 
 The latest FINISHED run of each group is kept; sample runs are left out unless asked for. Rows
 are ranked only within (task, task version, data source, hardware): numbers from different protocol
@@ -21,7 +21,7 @@ from m2bench.registry import get_task
 
 log = logging.getLogger(__name__)
 GROUP = ["task", "task_version", "data_source", "data_revision", "hardware"]
-KEY = [*GROUP, "model"]
+KEY = [*GROUP, "model", "init", "weights_source"]
 TAG_COLUMNS = [
     "task",
     "task_version",
@@ -32,12 +32,15 @@ TAG_COLUMNS = [
     "data_revision",
     "hardware",
     "precision",
+    "init",
+    "weights_source",
     "torch",
     "triton",
     "cuda",
     "git_sha",
     "git_dirty",
     "sample",
+    "stage",
 ]
 THROUGHPUT = ["perf/docs_per_s", "perf/tokens_per_s", "perf/samples_per_s"]
 
@@ -52,6 +55,7 @@ def collect(task: str | None = None, *, include_sample: bool = False) -> pd.Data
         runs[col] = runs.get(f"tags.{col}", pd.Series(index=runs.index, dtype=object)).fillna("")
     if task is not None:
         runs = runs[runs["task"] == task]
+    runs = runs[runs["stage"] != "train"]  # training runs carry no evaluation
     if not include_sample:
         runs = runs[runs["sample"] != "true"]
     if runs.empty:

@@ -60,7 +60,7 @@ def run(
     spec = plugin.spec
     names = list(models) or list(spec.default_models)
     cfgs = [_resolve(spec, name, subtask or None, config_file, overrides, flags) for name in names]
-    out_root = _prepare_out(Path(cfgs[0].out) / spec.name)
+    out_root = prepare_out(Path(cfgs[0].out) / spec.name)
     tracking.preflight(spec.name)
     c = cfgs[0]
     data = plugin.load(
@@ -93,7 +93,8 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
     return cfg
 
 
-def _prepare_out(folder: Path) -> Path:
+def prepare_out(folder: Path) -> Path:
+    """Create ``folder`` and prove it writable, or raise ``StoreError`` naming the fix."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".m2bench-write-test"
@@ -107,7 +108,8 @@ def _prepare_out(folder: Path) -> Path:
     return folder
 
 
-def _device(cfg: RunConfig) -> tuple[torch.device, str]:
+def resolve_device(cfg: RunConfig) -> tuple[torch.device, str]:
+    """The torch device and the concrete precision (``auto`` resolved) of ``cfg``."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
     dev = torch.device(
@@ -121,7 +123,8 @@ def _device(cfg: RunConfig) -> tuple[torch.device, str]:
     return dev, precision
 
 
-def _seed(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; switch TF32 off (logged as ``tf32=false``)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -131,8 +134,8 @@ def _seed(seed: int) -> None:
 
 def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> RunResult:
     spec = plugin.spec
-    device, precision = _device(cfg)
-    _seed(cfg.seed)
+    device, precision = resolve_device(cfg)
+    seed_everything(cfg.seed)
     try:
         model = create_model(
             cfg.model, init=cfg.init, checkpoint=cfg.checkpoint, **cfg.model_overrides
@@ -142,6 +145,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         return RunResult(cfg.model, "SKIPPED", error=str(exc))
     mspec = model.spec
     tags = {
+        "stage": "eval",
         "task": spec.name,
         "task_version": spec.version,
         "model": cfg.model,
@@ -165,7 +169,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
     out_dir = out_root / cfg.model
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        run.log_params({**cfg.flat(), **_model_config(model)})
+        run.log_params({**cfg.flat(), **model_config_params(model)})
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         run.log_text(tracking.environment_text(), "env.txt")
         if isinstance(model, torch.nn.Module):
@@ -192,21 +196,23 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         run.end("KILLED", error="interrupted by the user")
         raise
     except Exception as exc:  # a failing model must not end the sweep; the run records why
-        error = _describe(exc)
+        error = describe_error(exc)
         log.error("%s failed: %s", cfg.model, error)
         run.log_text(traceback.format_exc(), "error.txt")
         run.end("FAILED", error=error)
         return RunResult(cfg.model, "FAILED", run_id=run.run_id, error=error)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """One line for the ``error`` tag and the results table."""
     if isinstance(exc, torch.OutOfMemoryError):
         return "out of memory; lower --batch-size"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, M2BenchError) else f"{type(exc).__name__}: {text}"
 
 
-def _model_config(model: Any) -> dict[str, Any]:
+def model_config_params(model: Any) -> dict[str, Any]:
+    """``model.<field>`` params of a model whose ``config`` is a dataclass."""
     config = getattr(model, "config", None)
     if config is None or not dataclasses.is_dataclass(config):
         return {}

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ import torch
 
 from m2bench import data as mdata
 from m2bench import timing
-from m2bench.encoding import encode
+from m2bench.encoding import encode, prepare
 from m2bench.errors import DataError
+from m2bench.losses import multiple_negatives_ranking_loss, orthogonal_projection_loss
 from m2bench.metrics import mean_scores, retrieval_scores
 from m2bench.registry import register_task
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
@@ -47,6 +49,7 @@ SUBTASKS = (
     "2wikimqa", "passage_retrieval", "legal_case_reports", "courtlistener_HTML",
     "courtlistener_Plain_Text", "stackoverflow",
 )  # fmt: skip
+LOSSES = ("opl", "mnrl")
 TOP_K = 100
 LATENCY_QUERIES = 16  # single-query latency is the median over this many queries per subtask
 
@@ -271,6 +274,78 @@ class _LexicalIndex:
         return torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(idx)
 
 
+# --- retrieval fine-tuning (m2bench train) ---------------------------------------------------
+
+
+def training_examples(
+    data: LoadedData, *, loss: str = "opl", negatives: int = 32, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Training examples in the LoCo paper's format (arXiv 2402.07440, A.3; official code).
+
+    Per query and relevant passage, ``negatives`` passages are drawn uniformly, without
+    replacement, from the same subtask's other documents (``#docs - 2`` when the subtask has no
+    more than ``negatives`` documents). OPL: each draw emits ``(q, d+, 1.0)`` and ``(q, d-, 0.0)``,
+    so the positive pair appears once per negative. MNRL: each draw emits ``(q, d+, d-)``.
+    """
+    if loss not in LOSSES:
+        raise DataError(f"loss {loss!r} is not one of {', '.join(LOSSES)}")
+    rng = random.Random(seed)
+    docs = data.tables["documents"]
+    by_pid = {d["pid"]: d["passage"] for d in docs}
+    by_task: dict[str, list[str]] = {}
+    for d in docs:
+        by_task.setdefault(d["dataset"], []).append(d["pid"])
+    out: list[dict[str, Any]] = []
+    for q in data.tables["queries"]:
+        pool = by_task[q["dataset"]]
+        n = negatives if len(pool) > negatives else max(0, len(pool) - 2)
+        candidates = [p for p in pool if p not in set(q["answer_pids"])]
+        for pos in q["answer_pids"]:
+            for neg in rng.sample(candidates, min(n, len(candidates))):
+                if loss == "opl":
+                    out.append({"query": q["query"], "passage": by_pid[pos], "label": 1.0})
+                    out.append({"query": q["query"], "passage": by_pid[neg], "label": 0.0})
+                else:
+                    out.append(
+                        {"query": q["query"], "passage": by_pid[pos], "negative": by_pid[neg]}
+                    )
+    return out
+
+
+def batches(
+    examples: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    model: Any,
+    device: torch.device,
+    epoch: int = 0,
+    seed: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """Shuffled micro-batches of tokenized queries and passages (a new order each epoch)."""
+    order = list(range(len(examples)))
+    random.Random(seed + epoch).shuffle(order)
+    for start in range(0, len(order), batch_size):
+        rows = [examples[i] for i in order[start : start + batch_size]]
+        batch = {
+            "q": prepare(model, [r["query"] for r in rows], device),
+            "d": prepare(model, [r["passage"] for r in rows], device),
+            "n": len(rows),
+        }
+        if "label" in rows[0]:
+            batch["labels"] = torch.tensor([r["label"] for r in rows], device=device)
+        else:
+            batch["neg"] = prepare(model, [r["negative"] for r in rows], device)
+        yield batch
+
+
+def loss(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """OPL when the batch has labels, else MNRL over positives, in-batch and sampled negatives."""
+    q, d = model.embed(batch["q"]), model.embed(batch["d"])
+    if "labels" in batch:
+        return orthogonal_projection_loss(q, d, batch["labels"])
+    return multiple_negatives_ranking_loss(q, torch.cat([d, model.embed(batch["neg"])]))
+
+
 # --- the task --------------------------------------------------------------------------------
 
 
@@ -397,7 +472,7 @@ class LoCoV1:
         }
         return EvalOutput(metrics, perf, summary)
 
-
-def subtask_names(data: LoadedData) -> Sequence[str]:
-    """Subtasks present in loaded data (sorted)."""
-    return sorted({q["dataset"] for q in data.tables["queries"]})
+    # fine-tuning contract of `m2bench train` (module functions above)
+    training_examples = staticmethod(training_examples)
+    batches = staticmethod(batches)
+    loss = staticmethod(loss)

@@ -320,6 +320,12 @@ class M2BertTextEncoder(nn.Module):
             "n_truncated": torch.tensor(n_truncated),
         }
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write this encoder in the official layout (``m2bench.checkpoints.save_pretrained``)."""
+        from m2bench.checkpoints import save_pretrained
+
+        return save_pretrained(self, directory)
+
     def run_tags(self) -> dict[str, str]:
         """How texts are cut and padded, and which implementation runs (run tags)."""
         return {

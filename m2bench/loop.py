@@ -1,0 +1,143 @@
+"""The one training loop: AdamW, linear warm-up then linear decay, gradient clipping and
+accumulation, autocast, progress bar, per-step logging through a callback.
+
+Defaults follow the LoCo paper's retrieval fine-tuning (sentence-transformers ``fit``): AdamW with
+weight decay 0.01 except on biases and norm weights, 10% warm-up, ``WarmupLinear`` decay, gradient
+norm clipped at 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from m2bench import timing
+from m2bench.encoding import autocast
+from m2bench.errors import ModelFailure
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; every field is a ``train.<field>=`` override."""
+
+    lr: float = 5e-6
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1  # fraction of optimizer steps with a linearly rising lr
+    max_grad_norm: float = 1.0
+    grad_accum: int = 32  # micro-batches per optimizer step
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; bounds ``epochs``
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    steps: int
+    micro_batches: int
+    losses: list[float] = field(default_factory=list)  # mean loss of each optimizer step
+    seconds: float = 0.0
+    samples: int = 0
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices; leave biases and norm weights (all 1-D parameters) undecayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def total_steps(cfg: TrainConfig, micro_batches_per_epoch: int) -> int:
+    """Optimizer steps the run will take."""
+    steps = math.ceil(cfg.epochs * micro_batches_per_epoch / cfg.grad_accum)
+    return max(1, min(steps, cfg.max_steps) if cfg.max_steps else steps)
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Callable[[int], Iterable[Any]],
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    micro_batches_per_epoch: int,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    on_step: Callable[[int, float, float], None] | None = None,
+    batch_size: Callable[[Any], int] = lambda b: 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place.
+
+    Args:
+        model: on ``device``.
+        batches: ``batches(epoch)`` yields the micro-batches of one epoch (shuffled by the task).
+        loss_fn: scalar mean loss of one micro-batch.
+        micro_batches_per_epoch: length of one epoch, for the schedule.
+        cfg: optimisation settings.
+        device: where the model is.
+        precision: autocast precision (``fp32`` = none).
+        on_step: called after each optimizer step with (step, mean loss, lr).
+        batch_size: samples in a micro-batch (for throughput).
+        progress: show a progress bar.
+
+    Raises:
+        ModelFailure: the loss became NaN or infinite.
+    """
+    from tqdm.auto import tqdm
+
+    n_steps = total_steps(cfg, micro_batches_per_epoch)
+    warmup = int(cfg.warmup_frac * n_steps)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+
+    def lr_factor(step: int) -> float:  # sentence-transformers' WarmupLinear
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    model.train()
+    result = TrainResult(steps=0, micro_batches=0)
+    bar = tqdm(total=n_steps, desc="train", unit="step", disable=not progress, leave=False)
+    window: list[float] = []
+    with timing.Stopwatch(device) as sw:
+        epoch = 0
+        while result.steps < n_steps:
+            before = result.micro_batches
+            for batch in batches(epoch):
+                with autocast(device, precision):
+                    loss = loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    raise ModelFailure(
+                        f"training loss is {loss.item()} at step {result.steps}; "
+                        "lower train.lr or use precision=fp32"
+                    )
+                (loss / cfg.grad_accum).backward()
+                window.append(loss.item())
+                result.micro_batches += 1
+                result.samples += batch_size(batch)
+                if len(window) == cfg.grad_accum:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    mean = sum(window) / len(window)
+                    result.losses.append(mean)
+                    result.steps += 1
+                    window = []
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    if on_step is not None:
+                        on_step(result.steps, mean, sched.get_last_lr()[0])
+                    if result.steps >= n_steps:
+                        break
+            if result.micro_batches == before:
+                raise ModelFailure("the training data yielded no batches; check --train-data")
+            epoch += 1
+    bar.close()
+    model.eval()
+    result.seconds = sw.seconds
+    return result
