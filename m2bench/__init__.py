@@ -1,6 +1,7 @@
 """m2bench: benchmark and evaluation harness for Monarch Mixer (M2) models.
 
-Public API: ``create_model``, ``list_models``, ``get_task``, ``list_tasks``, ``run``.
+Public API: ``create_model``, ``list_models``, ``get_task``, ``list_tasks``, ``run``,
+``load_pretrained``, ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ from typing import Any
 
 from m2bench.registry import create_model, get_task, list_models, list_tasks
 
-__all__ = ["create_model", "get_task", "list_models", "list_tasks", "run"]
+__all__ = [
+    "create_model",
+    "get_task",
+    "list_models",
+    "list_tasks",
+    "load_pretrained",
+    "run",
+    "save_pretrained",
+]
 __version__ = "0.1.0"
 
 
@@ -18,3 +27,17 @@ def run(task: str, models: list[str] | tuple[str, ...] = (), **kwargs: Any) -> l
     from m2bench.runner import run as _run
 
     return _run(task, models, **kwargs)
+
+
+def load_pretrained(name_or_dir: str, **kwargs: Any) -> Any:
+    """Load an official M2-BERT checkpoint; see :func:`m2bench.checkpoints.load_pretrained`."""
+    from m2bench.checkpoints import load_pretrained as _load
+
+    return _load(name_or_dir, **kwargs)
+
+
+def save_pretrained(model: Any, directory: str) -> Any:
+    """Save an M2-BERT in the official layout; see :func:`m2bench.checkpoints.save_pretrained`."""
+    from m2bench.checkpoints import save_pretrained as _save
+
+    return _save(model, directory)

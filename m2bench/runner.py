@@ -158,6 +158,11 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         "weights_source": (cfg.checkpoint or mspec.weights)
         if mspec.loader is not None and cfg.init == "pretrained"
         else "none",
+        **(
+            {"weights_note": mspec.extra["weights_note"]}
+            if "weights_note" in mspec.extra and cfg.init == "pretrained" and not cfg.checkpoint
+            else {}
+        ),
         "seed": cfg.seed,
         "subtask": cfg.subtask or "all",
         **data.provenance,

@@ -71,7 +71,7 @@ SPEC = TaskSpec(
         ),
         citation="arXiv 2402.07440",
     ),
-    default_models=("bm25", "minilm_l6"),
+    default_models=("bm25", "minilm_l6", "m2_bert_80m_2k_retrieval"),
     model_kinds=("text_encoder", "lexical"),
     sample_size=281,
     subtasks=SUBTASKS,

@@ -392,7 +392,13 @@ def _retrieval(max_len: int, overrides: dict) -> M2BertTextEncoder:
 
 # The first docstring line of each builder is its `m2bench list models` description.
 _ENCODER = dict(kind="encoder", family="m2", config_cls=M2BertConfig, loader=_load)
-_TEXT_ENCODER = dict(kind="text_encoder", family="m2", config_cls=M2BertConfig, loader=_load)
+_V1_NOTE = (
+    "LoCoV1 V1 encoders were fine-tuned on LoCoV1 itself (in-domain; the released training script "
+    "reads the test split)"
+)
+_TEXT_ENCODER = dict(
+    kind="text_encoder", family="m2", config_cls=M2BertConfig, loader=_load, weights_note=_V1_NOTE
+)
 
 
 @register_model("m2_bert_80m", weights=_HUB_MLM % "80M", params_m=80.27, max_len=128, **_ENCODER)
