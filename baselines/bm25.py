@@ -32,16 +32,17 @@ class BM25Retriever:
     """``index(texts)`` then ``search(queries, k)``: the ``lexical`` model interface."""
 
     def __init__(self, config: BM25Config) -> None:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")  # bm25s imports jax; keep it off the GPU
+        import bm25s  # here, not in index(): its import (seconds, with jax) is no indexing time
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG
+        self._lib = bm25s
         self.config = config
         self.n_docs = 0
         self._bm25 = None
 
     def _tokenize(self, texts: list[str]) -> object:
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")  # bm25s imports jax when present
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG
-        return bm25s.tokenize(
+        return self._lib.tokenize(
             texts,
             lower=self.config.lowercase,
             stopwords=self.config.stopwords or None,
@@ -50,10 +51,8 @@ class BM25Retriever:
 
     def index(self, texts: list[str]) -> int:
         """Index ``texts``; returns the number of tokens indexed."""
-        import bm25s
-
         tokens = self._tokenize(texts)
-        self._bm25 = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
+        self._bm25 = self._lib.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         self._bm25.index(tokens, show_progress=False)
         self.n_docs = len(texts)
         return int(sum(len(ids) for ids in tokens.ids))

@@ -173,3 +173,17 @@ def test_glu_mlp_equals_dense_formula():
 def test_only_the_torch_kernel_is_accepted(build):
     with pytest.raises(ConfigError, match="torch"):
         build()
+
+
+def test_filter_kernels_stay_float32_under_bf16_autocast():
+    """bf16 positional features collide at long L; the filter must ignore autocast."""
+    from m2bench.layers.long_conv import HyenaFilter
+
+    torch.manual_seed(0)
+    filt = HyenaFilter(8, 2048, order=16)
+    ref_fwd, ref_rev = filt(2048)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fwd, rev = filt(2048)
+    assert fwd.dtype == rev.dtype == torch.float32
+    torch.testing.assert_close(fwd, ref_fwd, rtol=0, atol=0)
+    torch.testing.assert_close(rev, ref_rev, rtol=0, atol=0)
