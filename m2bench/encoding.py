@@ -117,3 +117,31 @@ def encode(
             progress.update(len(idx))
     embeddings = torch.stack(out) if out else torch.empty(0, 0)
     return Encoded(embeddings, tokens, real, truncated)
+
+
+@runtime_checkable
+class SequenceEncoder(Protocol):
+    """What a model fine-tuned with a task head implements (GLUE; kind ``encoder``).
+
+    Attributes:
+        hidden_size: width D of the hidden states.
+        max_length: the most tokens of an input (a text or a text pair) the model reads.
+    """
+
+    hidden_size: int
+    max_length: int
+
+    def tokenize_pairs(
+        self, first: list[str], second: list[str] | None = None, *, max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``input_ids``, ``attention_mask``, ``token_type_ids`` (B, L) of texts or text pairs.
+
+        Pairs are joined as ``[CLS] a [SEP] b [SEP]`` with token types 0/1, truncated (longest
+        first) to ``max_length`` (default: the model's). Each model pads as it must (M2-BERT to
+        its full length, others to the longest input of the batch).
+        """
+        ...
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Last hidden states (B, L, D) of a tokenized batch on the model's device."""
+        ...
