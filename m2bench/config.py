@@ -38,6 +38,7 @@ class RunConfig:
     epochs: float | None = None  # bound on training epochs (tasks that train)
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
+    seeds: tuple[int, ...] | None = None  # tasks that train: one fine-tuning per seed, mean and std
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     init: str = "pretrained"  # pretrained weights where a model has them, or random
     checkpoint: str | None = None  # weights to load (local folder or hub id)
@@ -81,6 +82,18 @@ class RunConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.seeds is not None:
+            raw = self.seeds
+            raw = raw.split(",") if isinstance(raw, str) else [raw] if isinstance(raw, int) else raw
+            try:
+                seeds = tuple(int(s) for s in raw)
+                if not seeds:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"seeds must be integers like 1,2,3; got {self.seeds!r}"
+                ) from None
+            object.__setattr__(self, "seeds", seeds)
         if self.init not in ("pretrained", "random"):
             raise ConfigError(f"init {self.init!r} is not one of pretrained, random")
         if self.sample and self.data_dir:
@@ -91,6 +104,7 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d["model_overrides"] = dict(self.model_overrides)
         d["task_options"] = dict(self.task_options)
+        d["seeds"] = list(self.seeds) if self.seeds is not None else None
         return d
 
     def flat(self) -> dict[str, Any]:

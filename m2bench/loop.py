@@ -26,8 +26,11 @@ class TrainConfig:
 
     lr: float = 5e-6
     weight_decay: float = 0.01
+    decoupled_wd: bool = False  # Composer's DecoupledAdamW: decay wd * lr_t / lr (not wd * lr_t)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     warmup_frac: float = 0.1  # fraction of optimizer steps with a linearly rising lr
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # None: no clipping
     grad_accum: int = 32  # micro-batches per optimizer step
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; bounds ``epochs``
@@ -44,11 +47,25 @@ class TrainResult:
     samples: int = 0
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices; leave biases and norm weights (all 1-D parameters) undecayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Decay matrices; leave biases and norm weights (all 1-D parameters) undecayed.
+
+    A model may set its own groups (M2's implicit filters have their own lr and decay) with
+    ``optimizer_groups(lr, weight_decay) -> list[dict]``; its remaining parameters follow the rule.
+    """
+    wd = cfg.weight_decay / cfg.lr if cfg.decoupled_wd else cfg.weight_decay
+    groups: list[dict[str, Any]] = []
+    special: set[int] = set()
+    if hasattr(model, "optimizer_groups"):
+        for g in model.optimizer_groups(cfg.lr, cfg.weight_decay):
+            if cfg.decoupled_wd:
+                g = {**g, "weight_decay": g["weight_decay"] / g["lr"]}
+            groups.append(g)
+            special |= {id(p) for p in g["params"]}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in special]
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]
+    return [*groups, {"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
 
 
 def total_steps(cfg: TrainConfig, micro_batches_per_epoch: int) -> int:
@@ -91,7 +108,7 @@ def train(
 
     n_steps = total_steps(cfg, micro_batches_per_epoch)
     warmup = int(cfg.warmup_frac * n_steps)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
     def lr_factor(step: int) -> float:  # sentence-transformers' WarmupLinear
         if step < warmup:
@@ -120,7 +137,8 @@ def train(
                 result.micro_batches += 1
                 result.samples += batch_size(batch)
                 if len(window) == cfg.grad_accum:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    if cfg.max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)

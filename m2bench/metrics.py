@@ -3,11 +3,15 @@
 Retrieval metrics are computed with pytrec_eval (the trec_eval implementation that BEIR and MTEB
 use), so nDCG ties and cut-offs follow trec_eval exactly: documents with equal scores are ordered by
 document id, descending.
+
+GLUE metrics are computed with scikit-learn (accuracy, F1, Matthews correlation) and scipy
+(Pearson, Spearman); ``glue_task_score`` and ``glue_average`` follow the official M2 GLUE code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: m2bench metric name -> trec_eval measure
 TREC_MEASURES = {
@@ -58,3 +62,128 @@ def mean_scores(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float
     names = next(iter(per_query.values())).keys()
     n = len(per_query)
     return {m: sum(q[m] for q in per_query.values()) / n for m in names}
+
+
+# --- GLUE ------------------------------------------------------------------------------------
+
+#: metric values that make up each GLUE task score, as in the official M2 code (the metrics each
+#: fine-tuning job reports); MNLI's two dev sets are prefixed ``matched_``/``mismatched_``
+GLUE_SCORE_METRICS = {
+    "cola": ("matthews_corr",),
+    "sst2": ("accuracy",),
+    "mrpc": ("f1",),
+    "qqp": ("accuracy", "f1"),
+    "stsb": ("spearman",),
+    "mnli": ("matched_accuracy", "mismatched_accuracy"),
+    "qnli": ("accuracy",),
+    "rte": ("accuracy",),
+    "wnli": ("accuracy",),
+}
+#: the tasks of the GLUE average (WNLI excluded, as in the M2 code)
+GLUE_AVERAGE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
+
+
+def glue_metrics(
+    subtask: str, labels: Sequence[float], predictions: Sequence[float]
+) -> dict[str, float]:
+    """Metrics of one GLUE dev set, as fractions (not x100).
+
+    CoLA ``matthews_corr``; MRPC and QQP ``f1`` (positive class 1: equivalent / duplicate) and
+    ``accuracy``; STS-B ``pearson`` and ``spearman``; SST-2, MNLI (each dev set), QNLI, RTE and
+    WNLI ``accuracy``. A constant label or prediction vector has correlation 0 (scipy would give
+    NaN; 0 is also what scikit-learn's Matthews correlation gives then), and F1 with no positive
+    prediction or label is 0.
+
+    Args:
+        subtask: GLUE subtask name (``cola``, ``sst2``, ...).
+        labels: gold labels (class ids; STS-B scores).
+        predictions: predicted class ids (STS-B: predicted scores), one per label.
+
+    Raises:
+        ValueError: unknown subtask, empty input, lengths differ, or non-finite STS-B predictions.
+    """
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    if subtask not in GLUE_SCORE_METRICS:
+        raise ValueError(f"unknown GLUE subtask {subtask!r}; known: {list(GLUE_SCORE_METRICS)}")
+    if len(labels) != len(predictions) or len(labels) == 0:
+        raise ValueError(
+            f"{subtask}: need one prediction per label and at least one row "
+            f"({len(labels)} labels, {len(predictions)} predictions)"
+        )
+    y, p = np.asarray(labels), np.asarray(predictions)
+    if subtask == "stsb":
+        y, p = y.astype(float), p.astype(float)
+        if not (np.isfinite(y).all() and np.isfinite(p).all()):
+            raise ValueError("stsb: labels and predictions must be finite numbers")
+        return {
+            "pearson": _correlation("pearson", y, p),
+            "spearman": _correlation("spearman", y, p),
+        }
+    if subtask == "cola":
+        return {"matthews_corr": float(matthews_corrcoef(y, p))}
+    out = {"accuracy": float(accuracy_score(y, p))}
+    if subtask in ("mrpc", "qqp"):
+        out = {"f1": float(f1_score(y, p, pos_label=1, zero_division=0.0)), **out}
+    return out
+
+
+def _correlation(kind: str, y: Any, p: Any) -> float:
+    from scipy import stats
+
+    if len(y) < 2 or y.min() == y.max() or p.min() == p.max():
+        return 0.0
+    fn = stats.pearsonr if kind == "pearson" else stats.spearmanr
+    return float(fn(y, p)[0])
+
+
+def glue_task_score(subtask: str, metrics: Mapping[str, float]) -> float:
+    """The M2 code's score of one GLUE task (one seed): mean of its metric values, x100.
+
+    The values averaged are those the official job reports (``GLUE_SCORE_METRICS``): CoLA
+    Matthews correlation; SST-2, QNLI, RTE, WNLI accuracy; MRPC F1 only; QQP mean(accuracy, F1);
+    STS-B Spearman only; MNLI mean(matched accuracy, mismatched accuracy), given as
+    ``matched_accuracy`` and ``mismatched_accuracy``. Other keys of ``metrics`` are ignored. The
+    mean over seeds is taken by the caller (equal to the M2 code's mean over all values, since
+    every seed reports the same metrics).
+
+    Args:
+        subtask: GLUE subtask name.
+        metrics: metric name -> value as a fraction, from ``glue_metrics``.
+
+    Raises:
+        ValueError: unknown subtask or a needed metric is missing.
+    """
+    if subtask not in GLUE_SCORE_METRICS:
+        raise ValueError(f"unknown GLUE subtask {subtask!r}; known: {list(GLUE_SCORE_METRICS)}")
+    keys = GLUE_SCORE_METRICS[subtask]
+    missing = [k for k in keys if k not in metrics]
+    if missing:
+        raise ValueError(f"{subtask} task score needs metrics {list(keys)}; missing {missing}")
+    return 100.0 * sum(float(metrics[k]) for k in keys) / len(keys)
+
+
+def glue_average(task_scores: Mapping[str, float], *, partial: bool = False) -> float:
+    """The GLUE average of the M2 code: unweighted mean of the 8 task scores, WNLI excluded.
+
+    Args:
+        task_scores: subtask -> task score (``glue_task_score``, x100, mean over seeds); a
+            ``wnli`` entry is ignored.
+        partial: allow a mean over a subset of the 8 tasks (not comparable with published
+            GLUE averages); by default every one of them is required.
+
+    Raises:
+        ValueError: an unknown task, no task, or (without ``partial``) a missing task.
+    """
+    scores = {t: float(v) for t, v in task_scores.items() if t != "wnli"}
+    unknown = sorted(set(scores) - set(GLUE_AVERAGE_TASKS))
+    if unknown:
+        raise ValueError(f"unknown GLUE tasks {unknown}; known: {list(GLUE_AVERAGE_TASKS)}")
+    missing = [t for t in GLUE_AVERAGE_TASKS if t not in scores]
+    if not scores or (missing and not partial):
+        raise ValueError(
+            f"the GLUE average needs the scores of {', '.join(GLUE_AVERAGE_TASKS)}; missing "
+            f"{', '.join(missing)} (partial=True averages the tasks given)"
+        )
+    return sum(scores.values()) / len(scores)

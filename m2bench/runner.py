@@ -1,6 +1,9 @@
 """The single path: config -> data -> model -> evaluate -> metrics + throughput -> MLflow.
 
-Names no task and no model: everything task- or model-specific comes through their specs.
+Names no task and no model: everything task- or model-specific comes through their specs. For a
+task that trains (``spec.trains``, e.g. GLUE: one fine-tuning per subtask and seed, each from
+fresh weights), the runner hands the task a model factory, the seeds and the step/epoch bounds
+in the ``EvalContext``; the task runs the fine-tuning jobs with ``m2bench.loop.train``.
 """
 
 from __future__ import annotations
@@ -177,7 +180,18 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         run.log_params({**cfg.flat(), **model_config_params(model)})
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         run.log_text(tracking.environment_text(), "env.txt")
-        if isinstance(model, torch.nn.Module):
+        train_ctx = {}
+        if spec.trains:  # fine-tuning jobs build fresh weights; this instance only gave the specs
+            train_ctx = dict(
+                build_model=lambda: create_model(
+                    cfg.model, init=cfg.init, checkpoint=cfg.checkpoint, **cfg.model_overrides
+                ).to(device),
+                seeds=cfg.seeds or (cfg.seed,),
+                max_steps=cfg.max_steps,
+                epochs=cfg.epochs,
+                log_metrics=run.log_metrics,
+            )
+        elif isinstance(model, torch.nn.Module):
             model.to(device).eval()
         ctx = EvalContext(
             device=device,
@@ -186,6 +200,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
             out_dir=out_dir,
             options=dict(cfg.task_options),
             progress=progress,
+            **train_ctx,
         )
         result = plugin.evaluate(model, data, ctx)
         score = result.metrics.get(spec.metric)
@@ -194,6 +209,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         metrics = {**result.metrics, **result.perf, **_param_counts(model)}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         run.log_metrics(metrics)
+        run.set_tags(result.tags)
         run.log_artifacts(out_dir)
         run.end("FINISHED")
         return RunResult(cfg.model, "FINISHED", metrics, result.summary, run.run_id)

@@ -125,6 +125,13 @@ class EvalContext:
     out_dir: Any  # pathlib.Path: the task writes its artifacts (e.g. rankings) here
     options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    # for tasks that train (``spec.trains``): a fresh model per fine-tuning job, the seeds, the
+    # bounds of each job, and a logger of per-step metrics into the run
+    build_model: Any = None  # () -> model, fresh weights, on ``device``
+    seeds: tuple[int, ...] = (0,)
+    max_steps: int | None = None
+    epochs: float | None = None
+    log_metrics: Any = None  # (metrics: dict[str, float], step: int) -> None
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,10 @@ class EvalOutput:
             ``<subtask>/n_eval``; must contain ``spec.metric``.
         perf: throughput and memory, ``perf/<name>``.
         summary: per-subtask main metric for the end-of-run table, ``{subtask: value}``.
+        tags: extra run tags (how each job ran: recipe, starting weights).
     """
 
     metrics: dict[str, float]
     perf: dict[str, float]
     summary: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. each fine-tuning job's recipe

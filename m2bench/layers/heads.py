@@ -71,3 +71,53 @@ class ClassificationHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_labels) of ``pooled`` (B, d)."""
         return self.out(self.dropout(pooled))
+
+
+POOLINGS = ("cls", "mean")
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (B, L, d) over the positions where ``mask`` (B, L) is nonzero."""
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class SequenceClassifier(nn.Module):
+    """A task head on any ``SequenceEncoder``: pool, Linear(d, d), tanh, dropout, Linear.
+
+    This is the head of the official M2-BERT GLUE code (CLS state or masked mean, then BERT's
+    pooler and classifier); it is attached by the task, freshly initialised (std 0.02).
+
+    Args:
+        encoder: a model implementing ``m2bench.encoding.SequenceEncoder``.
+        num_labels: classes (1 for regression).
+        pooling: ``cls`` (first position) or ``mean`` (masked mean).
+        dropout: before the output layer.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, num_labels: int, *, pooling: str = "cls", dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+        self.encoder, self.pooling = encoder, pooling
+        self.dense = nn.Linear(encoder.hidden_size, encoder.hidden_size)
+        self.head = ClassificationHead(encoder.hidden_size, num_labels, dropout=dropout)
+        for layer in (self.dense, self.head.out):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The encoder's own optimizer groups, if it has any (M2's filters do)."""
+        groups = getattr(self.encoder, "optimizer_groups", None)
+        return groups(lr, weight_decay) if groups is not None else []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, num_labels) of a tokenized batch (``SequenceEncoder.tokenize_pairs``)."""
+        hidden = self.encoder.hidden_states(batch)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            pooled = masked_mean(hidden, batch["attention_mask"])
+        return self.head(torch.tanh(self.dense(pooled)))

@@ -12,6 +12,13 @@ Computation (B batch, L length <= max_len, d width; eval mode):
   block-diagonal GLU weights (``m2bench.layers.mixer``); no final norm;
 - pooler: tanh(Linear(h[:, 0])) -> (B, d), the retrieval embedding.
 
+Fine-tuning with a task head (``m2bench.encoding.SequenceEncoder``): ``tokenize_pairs`` follows the
+official GLUE recipe (bert-base-uncased WordPiece, ``truncation=True``, ``padding='max_length'``):
+``[CLS] a [SEP] b [SEP]`` with token types 0/1, longest-first truncation that keeps both [SEP]s,
+every row padded with id 0 to ``max_len``; ``hidden_states`` is the last layer (B, max_len, d).
+:func:`tokenize_wordpiece_pairs` is shared with the BERT baselines, so all of them see the same
+word pieces.
+
 Reference: the official PyTorch path of HazyResearch/m2 (``bert/src/bert_layers.py``, commit
 7d359e8, ``use_flash_fft=False``, ``use_flash_mm=False``). ``tests/test_m2_bert.py`` loads the
 official-format oracle fixture (``tests/fixtures/m2_bert_oracle``) through
@@ -199,6 +206,26 @@ class M2BertModel(nn.Module):
         return M2BertOutput(last_hidden_state=h, pooler_output=pooled)
 
 
+def filter_param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer groups of the official M2 fine-tuning code (``create_param_groups.py``).
+
+    The forward implicit-filter MLPs and the shared Sin frequency train with lr 1e-3 and weight
+    decay 0.1, the filters' positional features ``z`` with lr 1e-5 and no decay; everything else
+    (reverse-filter MLPs included) uses the task's ``lr``/``weight_decay``, left to the caller.
+    """
+    from m2bench.layers.long_conv import HyenaFilter
+
+    fast, slow = [], []
+    for f in (m for m in module.modules() if isinstance(m, HyenaFilter)):
+        fast += [*f.mlp_fwd.parameters(), f.freq]
+        slow.append(f.z)
+    del lr, weight_decay  # the official groups are absolute
+    return [
+        {"params": fast, "lr": 1e-3, "weight_decay": 0.1},
+        {"params": slow, "lr": 1e-5, "weight_decay": 0.0},
+    ]
+
+
 class M2BertForMaskedLM(nn.Module):
     """M2-BERT with the masked-LM head (decoder tied to the word embeddings), as pretrained.
 
@@ -233,6 +260,44 @@ class M2BertForMaskedLM(nn.Module):
         """Masked-LM logits (B, L, vocab_size)."""
         hidden = self(input_ids, attention_mask, token_type_ids)
         return self.mlm_head(hidden, self.bert.embeddings.word_embeddings.weight)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width d of the hidden states (``SequenceEncoder``)."""
+        return self.config.d_model
+
+    @property
+    def max_length(self) -> int:
+        """The most tokens of an input, ``max_len`` (``SequenceEncoder``)."""
+        return self.config.max_len
+
+    def tokenize_pairs(
+        self, first: list[str], second: list[str] | None = None, *, max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Texts or pairs as the official GLUE recipe: truncated, padded to ``max_len``.
+
+        See :func:`tokenize_wordpiece_pairs`; ``max_length`` (default ``max_len``) only truncates.
+        """
+        return tokenize_wordpiece_pairs(
+            first, second, max_length=max_length, limit=self.config.max_len, pad_to_limit=True
+        )
+
+    def optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The official filter groups (see :func:`filter_param_groups`)."""
+        return filter_param_groups(self, lr, weight_decay)
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Last hidden states (B, L, d) of a batch from :meth:`tokenize_pairs`."""
+        return self(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+
+    def run_tags(self) -> dict[str, str]:
+        """How inputs are cut and padded, and which implementation runs (run tags)."""
+        return {
+            "padding": self.config.padding,
+            "kernel": self.config.kernel,
+            "max_length": str(self.config.max_len),
+            "truncation": "longest first, [SEP]s kept, padded to max_len (official GLUE)",
+        }
 
 
 class M2BertForSequenceClassification(nn.Module):
@@ -278,6 +343,65 @@ def wordpiece_tokenizer() -> object:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
+
+
+@functools.lru_cache(maxsize=8)
+def _truncating_tokenizer(max_length: int) -> object:
+    # A copy: the cached tokenizer above must keep tokenising without truncation.
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(wordpiece_tokenizer().to_str())
+    tokenizer.enable_truncation(max_length, strategy="longest_first")
+    return tokenizer
+
+
+def tokenize_wordpiece_pairs(
+    first: list[str],
+    second: list[str] | None = None,
+    *,
+    max_length: int | None,
+    limit: int,
+    pad_to_limit: bool,
+) -> dict[str, torch.Tensor]:
+    """bert-base-uncased WordPiece of texts or text pairs, as BERT's fine-tuning reads them.
+
+    Each row is ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` with token types 0 on the first
+    segment (its [SEP] included) and 1 on the second; a row longer than ``max_length`` loses
+    word pieces from its longer segment first (the special tokens stay); padding is id 0, type 0,
+    mask 0 on the right.
+
+    Args:
+        first: first texts (B).
+        second: second texts (B), or ``None`` for single texts.
+        max_length: the most tokens per row; ``None`` means ``limit``.
+        limit: the most tokens the model reads.
+        pad_to_limit: pad every row to ``limit`` (M2-BERT, dense BERT) instead of to the longest
+            row of the batch.
+
+    Returns:
+        ``input_ids``, ``attention_mask``, ``token_type_ids``, each (B, L) int64.
+
+    Raises:
+        ConfigError: ``max_length`` exceeds ``limit``, or ``second`` differs in length.
+    """
+    max_length = limit if max_length is None else max_length
+    if not 3 <= max_length <= limit:
+        raise ConfigError(f"max_length {max_length} must be between 3 and the model's {limit}")
+    if second is not None and len(second) != len(first):
+        raise ConfigError(f"{len(first)} first texts but {len(second)} second texts")
+    inputs = list(first) if second is None else list(zip(first, second, strict=True))
+    encodings = _truncating_tokenizer(max_length).encode_batch(inputs)
+    width = limit if pad_to_limit else max((len(e.ids) for e in encodings), default=0)
+    out = {
+        key: torch.zeros(len(encodings), width, dtype=torch.long)
+        for key in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    for i, enc in enumerate(encodings):
+        n = len(enc.ids)
+        out["input_ids"][i, :n] = torch.tensor(enc.ids, dtype=torch.long)
+        out["token_type_ids"][i, :n] = torch.tensor(enc.type_ids, dtype=torch.long)
+        out["attention_mask"][i, :n] = 1
+    return out
 
 
 class M2BertTextEncoder(nn.Module):
@@ -344,6 +468,29 @@ class M2BertTextEncoder(nn.Module):
             batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids")
         )
         return out.pooler_output
+
+    @property
+    def hidden_size(self) -> int:
+        """Width d of the hidden states (``SequenceEncoder``)."""
+        return self.config.d_model
+
+    def tokenize_pairs(
+        self, first: list[str], second: list[str] | None = None, *, max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Texts or pairs for fine-tuning: truncated longest first, padded to ``max_len``.
+
+        Unlike :meth:`tokenize`, this keeps [SEP] on cut texts (:func:`tokenize_wordpiece_pairs`).
+        """
+        return tokenize_wordpiece_pairs(
+            first, second, max_length=max_length, limit=self.max_length, pad_to_limit=True
+        )
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Last hidden states (B, L, d) of a batch from :meth:`tokenize_pairs`."""
+        out = self.bert(
+            batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids")
+        )
+        return out.last_hidden_state
 
 
 # --- registered variants -----------------------------------------------------------------------

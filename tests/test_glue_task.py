@@ -1,0 +1,113 @@
+"""GLUE task end to end: sample and real dev files, exactly-once evaluation, seeds, recipes,
+MNLI-start, and a short fine-tune whose loss falls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import main
+from m2bench import tracking
+from m2bench.registry import create_model
+from tasks.glue.recipes import recipe
+
+SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+
+
+def _run(*args: str):
+    res = CliRunner().invoke(main, ["run", "--no-progress", *args])
+    assert res.exit_code == 0, res.output
+    tracking._client.cache_clear()
+    return tracking.search_runs().sort_values("start_time"), res.output
+
+
+def _predictions(store: Path, model: str) -> list[dict]:
+    path = store / "runs" / "glue" / model / "predictions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_recipes_follow_the_m2_code():
+    r = recipe("rte", "m2", 768)
+    assert (r.lr, r.weight_decay, r.optimizer, r.epochs, r.batch_size) == (
+        5e-5,
+        0.01,
+        "adamw",
+        6,
+        16,
+    )
+    assert (r.max_length, r.pooling, r.start) == (128, "cls", "mnli")
+    assert recipe("cola", "m2", 960).optimizer == "adamw" and recipe("cola", "m2", 960).lr == 8e-5
+    assert recipe("qnli", "m2", 768).pooling == "mean"
+    assert recipe("stsb", "m2", 1792).epochs == 8 and recipe("stsb", "m2", 1792).precision == "fp32"
+    b = recipe("qnli", "baseline", 768)
+    assert (b.lr, b.max_length, b.pooling, b.optimizer) == (1e-5, 256, "cls", "decoupled")
+    assert recipe("wnli", "m2", 768).start == "pretrained"
+
+
+def test_sample_run_evaluates_every_dev_row_once_with_seeds(store: Path):
+    runs, out = _run("--task", "glue", "--sample", "--model", "bert_tiny", "--init", "random",
+                     "--max-steps", "3", "--seeds", "1,2")  # fmt: skip
+    assert "qnli" in out and "wnli" in out and "glue_score (avg)" in out
+    r = runs.iloc[-1]
+    assert r["metrics.qnli/n_eval"] == 200 and r["metrics.wnli/n_eval"] == 71
+    assert r["metrics.qnli/train_steps"] == 3
+    assert "metrics.qnli/accuracy_std" in r and r["metrics.glue_score"] == pytest.approx(
+        r["metrics.qnli/task_score"]
+    )  # fmt: skip  (WNLI is outside the average)
+    assert "lr=1e-05" in r["tags.recipe/qnli"] and "pooling=cls" in r["tags.recipe/qnli"]
+    preds = _predictions(store, "bert_tiny")
+    for sub, n in (("qnli", 200), ("wnli", 71)):
+        for seed in (1, 2):
+            idx = [p["idx"] for p in preds if p["subtask"] == sub and p["seed"] == seed]
+            assert sorted(idx) == list(range(n))  # each dev row exactly once per seed
+    history = tracking._client(tracking.tracking_uri()).get_metric_history(
+        r["run_id"], "qnli/train_loss"
+    )
+    assert len(history) == 6  # 3 steps x 2 seeds
+
+
+@pytest.mark.needs_data
+def test_real_rte_with_limit_and_mnli_start(store: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    state = tmp_path / "mnli_encoder.pt"
+    torch.save(create_model("m2_bert_tiny").state_dict(), state)
+    runs, _ = _run("--task", "glue:rte", "--data-dir", str(SHARED_GLUE), "--model", "m2_bert_tiny",
+                   "--init", "random", "--max-steps", "2", "--limit", "50",
+                   f"task.mnli_checkpoint={state}")  # fmt: skip
+    r = runs.iloc[-1]
+    assert r["metrics.rte/n_eval"] == 50 and 0 <= r["metrics.rte/accuracy"] <= 1
+    assert "start=mnli" in r["tags.recipe/rte"] and "max_length=128" in r["tags.recipe/rte"]
+    assert len(_predictions(store, "m2_bert_tiny")) == 50
+
+
+@pytest.mark.needs_data
+@pytest.mark.slow
+def test_short_finetune_loss_falls_on_real_sst2(store: Path):
+    args = ["--task", "glue:sst2", "--data-dir", str(SHARED_GLUE), "--model", "minilm_l6"]
+    runs, _ = _run(
+        *args, "--max-steps", "40", "--limit", "200", "task.lr=1e-4", "task.shuffle=true"
+    )
+    r = runs.iloc[-1]
+    losses = [m.value for m in tracking._client(tracking.tracking_uri()).get_metric_history(
+        r["run_id"], "sst2/train_loss")]  # fmt: skip
+    assert len(losses) == 40
+    assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:10]) / 10, losses
+    assert r["metrics.sst2/accuracy"] > 0.6  # 40 steps of a pretrained encoder: above chance
+
+
+def test_bad_glue_input(store: Path, tmp_path: Path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tx\n")
+    (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t0\n")
+    res = CliRunner().invoke(main, ["run", "--task", "glue:rte", "--data-dir", str(tmp_path),
+                                    "--model", "bert_tiny", "--init", "random"])  # fmt: skip
+    assert res.exit_code == 2 and "RTE/train.tsv line 2: label 'x'" in res.output
+    res = CliRunner().invoke(main, ["run", "--task", "glue:cola", "--data-dir", str(tmp_path),
+                                    "--model", "bert_tiny", "--init", "random"])  # fmt: skip
+    assert res.exit_code == 2 and "CoLA" in res.output and "--sample" in res.output
+    res = CliRunner().invoke(main, ["run", "--task", "glue", "--sample", "--model", "bm25"])
+    assert res.exit_code == 2 and "lexical model" in res.output
