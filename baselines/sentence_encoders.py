@@ -71,6 +71,7 @@ class SentenceTransformerEncoder(torch.nn.Module):
                 str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             )
             raise WeightsUnavailable(f"cannot load weights {source}: {reason}") from None
+        self.st = self.st.float()  # fp32 master weights even from a half-precision copy
         self.st.max_seq_length = config.max_length
         self.max_length = config.max_length
 

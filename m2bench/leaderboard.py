@@ -71,8 +71,10 @@ def _task_rows(task: str, runs: pd.DataFrame) -> pd.DataFrame:
     except M2BenchError:  # runs of a task this checkout does not have: rank nothing
         log.warning("runs of unknown task %r are left out of the leaderboard", task)
         return pd.DataFrame()
-    metric_cols = sorted(
-        c for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any()
+    metric_cols = sorted(  # per-step training curves (train/...) are no leaderboard columns
+        c
+        for c in runs.columns
+        if c.startswith("metrics.") and not c.startswith("metrics.train/") and runs[c].notna().any()
     )
     table = runs[TAG_COLUMNS + ["run_id"]].copy()
     for col in metric_cols:

@@ -189,7 +189,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
                 seeds=cfg.seeds or (cfg.seed,),
                 max_steps=cfg.max_steps,
                 epochs=cfg.epochs,
-                log_metrics=run.log_metrics,
+                log_metrics=run.log_step,
             )
         elif isinstance(model, torch.nn.Module):
             model.to(device).eval()

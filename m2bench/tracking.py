@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ class Run:
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self._buffer: list[Any] = []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (values stringified, truncated to MLflow's limit)."""
@@ -124,14 +126,27 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics at ``step``; NaN values are logged as NaN, never dropped."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def log_step(self, metrics: Mapping[str, float], step: int) -> None:
+        """Per-step metrics, buffered: written in batches (one store write per 200 values)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if len(self._buffer) >= 200:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered per-step metrics."""
+        for i in range(0, len(self._buffer), 500):
+            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 500])
+        self._buffer = []
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags."""
@@ -156,6 +171,7 @@ class Run:
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Close the run as FINISHED, FAILED or KILLED, with an ``error`` tag on failure."""
+        self.flush()
         if error:
             self.set_tags({"error": error})
         self.client.set_terminated(self.run_id, status=status)
@@ -218,11 +234,15 @@ def provenance() -> dict[str, str]:
     """Code and library provenance tags: git sha/dirty, library versions, python, OS."""
     import torch
 
-    sha = _git("rev-parse", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    sha = _git("rev-parse", "HEAD")
+    if sha:
+        dirty = str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
+    else:  # a copy without .git (e.g. sent to a GPU machine) may state its commit
+        sha = os.environ.get("M2BENCH_GIT_SHA", "unknown")
+        dirty = os.environ.get("M2BENCH_GIT_DIRTY", "unknown")
     return {
         "git_sha": sha,
-        "git_dirty": str(bool(dirty)).lower() if sha != "unknown" else "unknown",
+        "git_dirty": dirty,
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "none",
         "triton": _version("triton"),

@@ -65,7 +65,7 @@ def test_sample_run_evaluates_every_dev_row_once_with_seeds(store: Path):
             idx = [p["idx"] for p in preds if p["subtask"] == sub and p["seed"] == seed]
             assert sorted(idx) == list(range(n))  # each dev row exactly once per seed
     history = tracking._client(tracking.tracking_uri()).get_metric_history(
-        r["run_id"], "qnli/train_loss"
+        r["run_id"], "train/qnli/loss"
     )
     assert len(history) == 6  # 3 steps x 2 seeds
 
@@ -93,7 +93,7 @@ def test_short_finetune_loss_falls_on_real_sst2(store: Path):
     )
     r = runs.iloc[-1]
     losses = [m.value for m in tracking._client(tracking.tracking_uri()).get_metric_history(
-        r["run_id"], "sst2/train_loss")]  # fmt: skip
+        r["run_id"], "train/sst2/loss")]  # fmt: skip
     assert len(losses) == 40
     assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:10]) / 10, losses
     assert r["metrics.sst2/accuracy"] > 0.6  # 40 steps of a pretrained encoder: above chance

@@ -148,7 +148,7 @@ class Glue:
                 tables[f"{sub}/{split_name}"] = rows
                 sources.add(prov["data_source"])
                 revisions.append(f"{sub}/{split_name}:{prov['data_revision']}")
-        prov = {"data_source": ",".join(sorted(sources)),
+        prov = {"data_source": _common_source(sources),
                 "data_revision": _short_digest(revisions), "subtasks": ",".join(subs)}  # fmt: skip
         return LoadedData(tables, prov)
 
@@ -248,7 +248,7 @@ class Glue:
 
         def on_step(step: int, value: float, lr: float) -> None:
             if ctx.log_metrics is not None:
-                ctx.log_metrics({f"{sub}/train_loss": value, f"{sub}/lr": lr}, step)
+                ctx.log_metrics({f"train/{sub}/loss": value, f"train/{sub}/lr": lr}, step)
 
         result = loop.train(model, batches, _loss, -(-len(train_rows) // r.batch_size), cfg,
                             device=ctx.device, precision=precision, on_step=on_step,
@@ -275,6 +275,15 @@ class Glue:
                            f"bs={r.batch_size} max_length={max_length} pooling={r.pooling} "
                            f"start={start} precision={precision} shuffle={shuffle}"}  # fmt: skip
         return scores, state, lines, stats
+
+
+def _common_source(sources: set[str]) -> str:
+    """``dir:<folder>`` for local files (their common folder), else the sources joined."""
+    if sources and all(s.startswith("dir:") for s in sources):
+        import os.path
+
+        return "dir:" + os.path.commonpath([s[4:] for s in sources])
+    return ",".join(sorted(sources))
 
 
 def _short_digest(parts: list[str]) -> str:
