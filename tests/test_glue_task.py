@@ -111,3 +111,37 @@ def test_bad_glue_input(store: Path, tmp_path: Path):
     assert res.exit_code == 2 and "CoLA" in res.output and "--sample" in res.output
     res = CliRunner().invoke(main, ["run", "--task", "glue", "--sample", "--model", "bm25"])
     assert res.exit_code == 2 and "lexical model" in res.output
+
+
+@pytest.mark.needs_data
+def test_mnli_runs_first_and_rte_starts_from_its_weights(store: Path, tmp_path: Path):
+    """The MNLI-start mechanism, with a handful of hand-written MNLI rows (the MNLI files are not
+    available offline) and the real RTE files."""
+    import shutil
+
+    head = "\t".join(["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+                      "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1",
+                      "sentence2", "label1", "gold_label"])  # fmt: skip
+    rows = [("A man sleeps.", "A person rests.", "entailment"),
+            ("A cat runs.", "A dog sits.", "neutral"),
+            ("It is day.", "It is night.", "contradiction")]  # fmt: skip
+    dev_head = head.replace("\tlabel1\t", "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\t")
+    (tmp_path / "MNLI").mkdir()
+    for name, hdr, extra in (("train.tsv", head, 0), ("dev_matched.tsv", dev_head, 4),
+                             ("dev_mismatched.tsv", dev_head, 4)):  # fmt: skip
+        lines = [hdr] + [
+            "\t".join(
+                [str(i), "0", "0", "fiction", "x", "x", "x", "x", a, b, g] + [g] * extra + [g]
+            )
+            for i, (a, b, g) in enumerate(rows)
+        ]
+        (tmp_path / "MNLI" / name).write_text("\n".join(lines) + "\n")
+    shutil.copytree(SHARED_GLUE / "RTE", tmp_path / "RTE")
+    runs, _ = _run("--task", "glue", "--data-dir", str(tmp_path), "--model", "bert_tiny",
+                   "--init", "random", "--max-steps", "2", "--limit", "20")  # fmt: skip
+    r = runs.iloc[-1]
+    assert (store / "runs/glue/bert_tiny/mnli_encoder.pt").is_file()
+    assert "start=mnli " in r["tags.recipe/rte"] and "start=pretrained" in r["tags.recipe/mnli"]
+    assert r["metrics.mnli/n_eval"] == 6  # matched + mismatched, 3 each
+    assert {"metrics.mnli/matched_accuracy", "metrics.mnli/mismatched_accuracy"} <= set(r.index)
+    assert r["metrics.n_tasks"] == 2
