@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from m2bench import loop, runner, timing, tracking
+from m2bench import loop, runner, runtime, timing, tracking
 from m2bench.config import RunConfig, parse_overrides
 from m2bench.errors import ConfigError, WeightsUnavailable
 from m2bench.registry import create_model, get_model_spec, get_task, suggest
@@ -93,14 +93,14 @@ def finetune(
             f"unknown training override {rest[0]!r}; use train.<field> or model.<field>"
         )
     save_dir = Path(save or Path(out) / plugin.spec.name / model_name / "checkpoint")
-    runner.prepare_out(save_dir)
+    runtime.prepare_out(save_dir)
     tracking.preflight(plugin.spec.name)
     data = plugin.load("test", data_dir=train_data)
     examples = plugin.training_examples(data, loss=loss, negatives=negatives, seed=seed)
-    dev, prec = runner.resolve_device(
+    dev, prec = runtime.resolve_device(
         RunConfig(task=task, model=model_name, device=device, precision=precision)
     )
-    runner.seed_everything(seed)
+    runtime.seed_everything(seed)
     try:
         model = create_model(model_name, init=init, checkpoint=checkpoint, **model_overrides)
     except WeightsUnavailable as exc:
@@ -119,7 +119,7 @@ def finetune(
         "checkpoint": checkpoint or "",
         "train_data": str(Path(train_data).resolve()),
         **{f"train.{k}": v for k, v in dataclasses.asdict(train_cfg).items()},
-        **runner.model_config_params(model),
+        **runtime.model_config_params(model),
     }
     tags = {
         "stage": "train",
@@ -174,7 +174,7 @@ def finetune(
         run.end("KILLED", error="interrupted by the user")
         raise
     except Exception as exc:
-        run.end("FAILED", error=runner.describe_error(exc))
+        run.end("FAILED", error=runtime.describe_error(exc))
         raise
     evaluations = []
     if eval_data or sample_eval:

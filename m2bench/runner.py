@@ -8,10 +8,8 @@ in the ``EvalContext``; the task runs the fine-tuning jobs with ``m2bench.loop.t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,9 +22,17 @@ import yaml
 
 from m2bench import tracking
 from m2bench.config import RunConfig
-from m2bench.errors import ConfigError, M2BenchError, ModelFailure, StoreError, WeightsUnavailable
-from m2bench.models import count_params
+from m2bench.errors import ConfigError, ModelFailure, WeightsUnavailable
 from m2bench.registry import check_weights_options, create_model, get_model_spec, get_task
+from m2bench.runtime import (
+    describe_error,
+    model_config_params,
+    param_counts,
+    prepare_out,
+    resolve_device,
+    seed_everything,
+    weights_tags,
+)
 from m2bench.specs import EvalContext
 
 log = logging.getLogger(__name__)
@@ -93,46 +99,8 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
         flags={**flags, "subtask": subtask},
     )
     check_weights_options(mspec, cfg.init, cfg.checkpoint)
+    resolve_device(cfg)  # --device cuda without a GPU fails here, before any compute
     return cfg
-
-
-def prepare_out(folder: Path) -> Path:
-    """Create ``folder`` and prove it writable, or raise ``StoreError`` naming the fix."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".m2bench-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise StoreError(
-            f"--out folder {folder} is not writable ({exc.strerror}); "
-            "pass --out DIR with a writable folder"
-        ) from None
-    return folder
-
-
-def resolve_device(cfg: RunConfig) -> tuple[torch.device, str]:
-    """The torch device and the concrete precision (``auto`` resolved) of ``cfg``."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
-    dev = torch.device(
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
-    precision = (
-        cfg.precision if cfg.precision != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
-    )
-    return dev, precision
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch; switch TF32 off (logged as ``tf32=false``)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32; bf16 autocast is explicit
-    torch.backends.cudnn.allow_tf32 = False
 
 
 def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> RunResult:
@@ -157,15 +125,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         "sample": str(cfg.sample).lower(),
         "precision": precision,
         "tf32": "false",
-        "init": cfg.init if mspec.loader is not None else "n/a",
-        "weights_source": (cfg.checkpoint or mspec.weights)
-        if mspec.loader is not None and cfg.init == "pretrained"
-        else "none",
-        **(
-            {"weights_note": mspec.extra["weights_note"]}
-            if "weights_note" in mspec.extra and cfg.init == "pretrained" and not cfg.checkpoint
-            else {}
-        ),
+        **weights_tags(mspec, cfg),
         "seed": cfg.seed,
         "subtask": cfg.subtask or "all",
         **data.provenance,
@@ -206,7 +166,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         score = result.metrics.get(spec.metric)
         if score is None or not np.isfinite(score):
             raise ModelFailure(f"task {spec.name} returned no finite {spec.metric} ({score})")
-        metrics = {**result.metrics, **result.perf, **_param_counts(model)}
+        metrics = {**result.metrics, **result.perf, **param_counts(model)}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         run.log_metrics(metrics)
         run.set_tags(result.tags)
@@ -222,28 +182,3 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         run.log_text(traceback.format_exc(), "error.txt")
         run.end("FAILED", error=error)
         return RunResult(cfg.model, "FAILED", run_id=run.run_id, error=error)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for the ``error`` tag and the results table."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return "out of memory; lower --batch-size"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, M2BenchError) else f"{type(exc).__name__}: {text}"
-
-
-def model_config_params(model: Any) -> dict[str, Any]:
-    """``model.<field>`` params of a model whose ``config`` is a dataclass."""
-    config = getattr(model, "config", None)
-    if config is None or not dataclasses.is_dataclass(config):
-        return {}
-    return {f"model.{k}": v for k, v in dataclasses.asdict(config).items()}
-
-
-def _param_counts(model: Any) -> dict[str, float]:
-    if not isinstance(model, torch.nn.Module):
-        return {}
-    return {
-        "params_m": count_params(model) / 1e6,
-        "params_nonembed_m": count_params(model, non_embedding=True) / 1e6,
-    }

@@ -157,9 +157,9 @@ class Run:
             self.client.log_batch(self.run_id, tags=items)
 
     def log_artifacts(self, folder: Path) -> None:
-        """Upload every file of ``folder`` (flat) as run artifacts."""
+        """Upload the files of ``folder`` (flat) as run artifacts; weights (``*.pt``) stay out."""
         for path in sorted(Path(folder).iterdir()):
-            if path.is_file():
+            if path.is_file() and path.suffix != ".pt":
                 self.client.log_artifact(self.run_id, str(path))
 
     def log_text(self, text: str, name: str) -> None:

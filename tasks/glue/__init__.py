@@ -37,7 +37,7 @@ from m2bench.errors import ConfigError, DataError
 from m2bench.layers.heads import SequenceClassifier
 from m2bench.metrics import glue_average, glue_metrics, glue_task_score
 from m2bench.registry import register_task
-from m2bench.runner import seed_everything
+from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks.glue import data as gdata
 from tasks.glue.recipes import recipe, with_options

@@ -1,0 +1,93 @@
+"""The run's surroundings: output folders, device and precision, seeds, parameter counts and
+the one-line text of a failure. Shared by the runner and ``m2bench train``."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from m2bench.config import RunConfig
+from m2bench.errors import ConfigError, M2BenchError, StoreError
+from m2bench.models import count_params
+
+
+def prepare_out(folder: Path) -> Path:
+    """Create ``folder`` and prove it writable, or raise ``StoreError`` naming the fix."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".m2bench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(
+            f"--out folder {folder} is not writable ({exc.strerror}); "
+            "pass --out DIR with a writable folder"
+        ) from None
+    return folder
+
+
+def resolve_device(cfg: RunConfig) -> tuple[torch.device, str]:
+    """The torch device and the concrete precision (``auto`` resolved) of ``cfg``."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    dev = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    precision = (
+        cfg.precision if cfg.precision != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
+    )
+    return dev, precision
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; switch TF32 off (logged as ``tf32=false``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32; bf16 autocast is explicit
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the ``error`` tag and the results table."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory; lower --batch-size"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, M2BenchError) else f"{type(exc).__name__}: {text}"
+
+
+def model_config_params(model: Any) -> dict[str, Any]:
+    """``model.<field>`` params of a model whose ``config`` is a dataclass."""
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return {}
+    return {f"model.{k}": v for k, v in dataclasses.asdict(config).items()}
+
+
+def param_counts(model: Any) -> dict[str, float]:
+    """``params_m`` and ``params_nonembed_m`` of a torch model (nothing for other models)."""
+    if not isinstance(model, torch.nn.Module):
+        return {}
+    return {
+        "params_m": count_params(model) / 1e6,
+        "params_nonembed_m": count_params(model, non_embedding=True) / 1e6,
+    }
+
+
+def weights_tags(mspec: Any, cfg: RunConfig) -> dict[str, str]:
+    """``init``, ``weights_source`` (and the spec's ``weights_note``) of a run."""
+    if mspec.loader is None:
+        return {"init": "n/a", "weights_source": "none"}
+    if cfg.init != "pretrained":
+        return {"init": cfg.init, "weights_source": "none"}
+    tags = {"init": "pretrained", "weights_source": cfg.checkpoint or mspec.weights}
+    if "weights_note" in mspec.extra and not cfg.checkpoint:
+        tags["weights_note"] = mspec.extra["weights_note"]
+    return tags
