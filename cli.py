@@ -244,6 +244,89 @@ def train(
             sys.exit(1)
 
 
+@main.command(epilog=EPILOG)
+@click.option("--model", "models", multiple=True, required=True, help="Model; repeat for several.")
+@click.option(
+    "--seq-len",
+    "seq_lens",
+    default="512,1024,2048,4096,8192,16384,32768",
+    show_default=True,
+    help="Comma-separated sequence lengths.",
+)
+@click.option(
+    "--mode",
+    "modes",
+    default="fwd,fwdbwd",
+    show_default=True,
+    help="fwd (forward) and/or fwdbwd (forward + backward).",
+)
+@click.option(
+    "--tokens-per-batch",
+    default=65536,
+    show_default=True,
+    type=int,
+    help="Batch size = tokens / L (halved on out-of-memory).",
+)
+@click.option(
+    "--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--warmup", default=3, show_default=True, type=int)
+@click.option("--repeats", default=10, show_default=True, type=int)
+@click.option("--out", type=click.Path(), help="CSV file [results/bench_<gpu>.csv]; PNG beside it.")
+@click.option("--append", is_flag=True, help="Keep the CSV's rows this call does not redo.")
+@click.option("--no-progress", is_flag=True)
+@_friendly
+def bench(
+    models: tuple[str, ...],
+    seq_lens: str,
+    modes: str,
+    tokens_per_batch: int,
+    precision: str,
+    device: str,
+    warmup: int,
+    repeats: int,
+    out: str | None,
+    append: bool,
+    no_progress: bool,
+) -> None:
+    """Throughput (tokens/ms), latency and peak memory of models over sequence lengths."""
+    from pathlib import Path
+
+    from m2bench.bench import default_out, run_bench
+    from m2bench.config import RunConfig
+    from m2bench.runtime import resolve_device
+
+    try:
+        lens = [int(x) for x in seq_lens.split(",")]
+    except ValueError:
+        raise M2BenchError(
+            f"--seq-len {seq_lens!r} is not a comma-separated list of integers"
+        ) from None
+    dev, _ = resolve_device(RunConfig(task="bench", model=models[0], device=device))
+    path = Path(out) if out else default_out(dev)
+    rows = run_bench(
+        list(models),
+        lens,
+        modes.split(","),
+        tokens_per_batch=tokens_per_batch,
+        device=dev,
+        precision=precision,
+        warmup=warmup,
+        repeats=repeats,
+        out=path,
+        command="m2bench bench " + " ".join(sys.argv[2:]),
+        progress=not no_progress,
+        append=append,
+    )
+    import pandas as pd
+
+    df = pd.DataFrame([r.__dict__ for r in rows])
+    table = df.pivot_table(index=["model", "mode"], columns="seq_len", values="tokens_per_ms")
+    click.echo("tokens/ms (batch = tokens per batch / L):\n" + table.round(1).to_string())
+    click.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
 @main.command("list", epilog=EPILOG)
 @click.argument("what", type=click.Choice(["tasks", "models"]), default="tasks")
 @_friendly
