@@ -1,0 +1,52 @@
+"""Every registered model, from the registry: spec, size claim, forward and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from m2bench.encoding import SequenceEncoder, TextEncoder
+from m2bench.errors import ConfigError
+from m2bench.models import count_params
+from m2bench.registry import MODELS, create_model, list_models
+
+ALL = list_models()
+TORCH_BUILT = [n for n in ALL if MODELS.get(n).params_m is not None
+               and not MODELS.get(n).extra.get("pretrained_only")]  # fmt: skip
+TINY = [n for n in ALL if n.endswith("_tiny") or n.endswith("_tiny_retrieval")]
+
+
+@pytest.mark.parametrize("name", TORCH_BUILT)
+def test_claimed_size_within_two_percent(name):
+    with torch.device("meta"):
+        model = create_model(name)
+    assert count_params(model) / 1e6 == pytest.approx(MODELS.get(name).params_m, rel=0.02)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_models_run_and_every_used_parameter_learns(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    assert count_params(model) < 1.1e6
+    outs = []
+    if isinstance(model, SequenceEncoder):
+        batch = model.tokenize_pairs(["a short text", "another one"], ["pair", "second"])
+        out = model.hidden_states(batch)
+        assert out.shape[:2] == batch["input_ids"].shape and out.shape[-1] == model.hidden_size
+        outs.append(out)
+    if isinstance(model, TextEncoder):
+        batch = model.tokenize(["a short text", "another one"])
+        batch.pop("n_truncated", None)
+        outs.append(model.embed(batch))
+    assert outs and all(torch.isfinite(o).all() for o in outs)
+    sum(o.float().pow(2).mean() for o in outs).backward()
+    unused = ("mlm_head.",)  # the MLM head is only used by mlm_logits
+    missing = [n for n, p in model.named_parameters()
+               if p.grad is None and not n.startswith(unused)]  # fmt: skip
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", TORCH_BUILT[:3])
+def test_unknown_override_names_valid_fields(name):
+    with pytest.raises(ConfigError, match="valid:"):
+        create_model(name, no_such_field=1)
