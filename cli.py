@@ -276,6 +276,7 @@ def train(
 @click.option("--out", type=click.Path(), help="CSV file [results/bench_<gpu>.csv]; PNG beside it.")
 @click.option("--append", is_flag=True, help="Keep the CSV's rows this call does not redo.")
 @click.option("--no-progress", is_flag=True)
+@click.argument("overrides", nargs=-1, metavar="[model.FIELD=VALUE]...")
 @_friendly
 def bench(
     models: tuple[str, ...],
@@ -289,8 +290,13 @@ def bench(
     out: str | None,
     append: bool,
     no_progress: bool,
+    overrides: tuple[str, ...],
 ) -> None:
-    """Throughput (tokens/ms), latency and peak memory of models over sequence lengths."""
+    """Throughput (tokens/ms), latency and peak memory of models over sequence lengths.
+
+    model.FIELD=VALUE sets a config field on every model that has it (e.g. model.kernel=triton);
+    the CSV's model column then names it (m2_bert_80m[kernel=triton]).
+    """
     from pathlib import Path
 
     from m2bench.bench import default_out, run_bench
@@ -318,6 +324,7 @@ def bench(
         command="m2bench bench " + " ".join(sys.argv[2:]),
         progress=not no_progress,
         append=append,
+        overrides=_model_overrides(overrides),
     )
     import pandas as pd
 
@@ -325,6 +332,16 @@ def bench(
     table = df.pivot_table(index=["model", "mode"], columns="seq_len", values="tokens_per_ms")
     click.echo("tokens/ms (batch = tokens per batch / L):\n" + table.round(1).to_string())
     click.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+def _model_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    from m2bench.config import parse_overrides
+
+    parsed = parse_overrides(items)
+    bad = [k for k in parsed if not k.startswith("model.")]
+    if bad:
+        raise M2BenchError(f"bench takes only model.FIELD=VALUE overrides, not {bad[0]!r}")
+    return {k[6:]: v for k, v in parsed.items()}
 
 
 @main.command("list", epilog=EPILOG)

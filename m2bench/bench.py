@@ -52,9 +52,20 @@ class BenchRow:
     error: str = ""
 
 
-def _build(name: str, seq_len: int, device: torch.device) -> torch.nn.Module:
+def label(name: str, overrides: dict[str, Any]) -> str:
+    """Model column: the name plus the overrides that apply (``m2_bert_80m[kernel=triton]``)."""
+    mine = {k: v for k, v in overrides.items() if k in valid_overrides(get_model_spec(name))}
+    return name + (
+        "[" + ",".join(f"{k}={v}" for k, v in sorted(mine.items())) + "]" if mine else ""
+    )
+
+
+def _build(name: str, seq_len: int, device: torch.device, overrides: dict) -> torch.nn.Module:
     spec = get_model_spec(name)
-    over = {"max_len": seq_len} if "max_len" in valid_overrides(spec) else {}
+    valid = valid_overrides(spec)
+    over = {k: v for k, v in overrides.items() if k in valid}
+    if "max_len" in valid:
+        over["max_len"] = seq_len
     model = create_model(name, **over).to(device)
     if not hasattr(model, "hidden_states"):
         raise ConfigError(f"model {name!r} has no hidden_states(); bench times encoders")
@@ -74,11 +85,14 @@ def _step(model: torch.nn.Module, batch: dict, mode: str, precision: str, device
     model.zero_grad(set_to_none=True)
 
 
-def measure(name: str, seq_len: int, mode: str, *, tokens_per_batch: int, device: torch.device,
-            precision: str, warmup: int, repeats: int) -> BenchRow:  # fmt: skip
+def measure(
+    name: str, seq_len: int, mode: str, *, tokens_per_batch: int, device: torch.device,
+    precision: str, warmup: int, repeats: int, overrides: dict | None = None,
+) -> BenchRow:  # fmt: skip
     """Time one configuration, halving the batch on out-of-memory (up to 4 times)."""
     batch_size, retries = max(1, tokens_per_batch // seq_len), 0
-    model = _build(name, seq_len, device)
+    model = _build(name, seq_len, device, overrides or {})
+    name = label(name, overrides or {})
     model.train(mode == "fwdbwd")
     while True:
         try:
@@ -103,7 +117,7 @@ def measure(name: str, seq_len: int, mode: str, *, tokens_per_batch: int, device
 def run_bench(
     models: list[str], seq_lens: list[int], modes: list[str], *, tokens_per_batch: int,
     device: torch.device, precision: str, warmup: int, repeats: int, out: Path, command: str,
-    progress: bool = True, append: bool = False,
+    progress: bool = True, append: bool = False, overrides: dict | None = None,
 ) -> list[BenchRow]:  # fmt: skip
     """Measure every (model, mode, length), log to MLflow, write the CSV and the plot.
 
@@ -123,15 +137,18 @@ def run_bench(
     for name, mode, seq_len in tqdm(jobs, desc="bench", disable=not progress):
         try:
             row = measure(name, seq_len, mode, tokens_per_batch=tokens_per_batch, device=device,
-                          precision=precision, warmup=warmup, repeats=repeats)  # fmt: skip
+                          precision=precision, warmup=warmup, repeats=repeats,
+                          overrides=overrides)  # fmt: skip
         except ConfigError as exc:
-            row = BenchRow(name, mode, seq_len, 0, float("nan"), float("nan"), float("nan"), 0,
+            nan = float("nan")
+            row = BenchRow(label(name, overrides or {}), mode, seq_len, 0, nan, nan, nan, 0,
                            str(exc))  # fmt: skip
         log.info("%s", row)
         rows.append(row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     for name in models:
+        name = label(name, overrides or {})
         mine = [r for r in rows if r.model == name]
         run = tracking.start_run("bench", name, {"model": name, "precision": precision, **hw,
                                                  **prov, "stage": "bench"})  # fmt: skip

@@ -169,7 +169,7 @@ def test_unknown_override_names_valid_fields():
     assert "d_model" in str(err.value) and "padding" in str(err.value)
 
 
-@pytest.mark.parametrize(("field", "value"), [("kernel", "triton"), ("padding", "left")])
+@pytest.mark.parametrize(("field", "value"), [("kernel", "cuda_fused"), ("padding", "left")])
 def test_bad_config_values_raise(field, value):
     with pytest.raises(ConfigError, match=repr(value)):
         create_model("m2_bert_tiny", **{field: value})

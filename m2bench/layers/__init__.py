@@ -5,9 +5,11 @@
 - ``mixer.py``: the M2 sequence mixer and the gated block-diagonal GLU MLP (dimension mixer).
 - ``heads.py``: pooler, masked-LM head and classification head.
 
-Every layer takes ``kernel``: the implementation of its hot loop. Only ``"torch"`` (plain
-PyTorch) exists so far; a later change adds Triton kernels behind the same switch. Anything else
-raises :class:`~m2bench.errors.ConfigError` instead of silently running another implementation.
+Every layer takes ``kernel``: ``"torch"`` (plain PyTorch everywhere) or ``"triton"`` (the Triton
+kernels m2bench has: so far the block-diagonal matmul of the GLU MLP; the long convolutions and
+the Monarch layer have none yet and run their PyTorch code, which :data:`TRITON_COVERAGE` states
+and every run tags as ``kernel_impl``). Anything else raises
+:class:`~m2bench.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 from m2bench.errors import ConfigError
 
 #: Implementations a layer can run with.
-KERNELS = ("torch",)
+KERNELS = ("torch", "triton")
+#: what ``kernel="triton"`` runs, per building block (the run tag ``kernel_impl``)
+TRITON_COVERAGE = "blockdiag_mlp:triton long_conv:torch monarch:torch"
 
 
 def check_kernel(kernel: str) -> str:

@@ -37,6 +37,19 @@ def _init_blocks(weight: torch.Tensor, fan_in: int) -> None:
     nn.init.uniform_(weight, -bound, bound)
 
 
+def _triton_blockdiag(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The Triton kernel, in the autocast dtype when autocast is on (as einsum would be)."""
+    from m2bench.kernels.blockdiag_triton import blockdiag_matmul
+
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        x, w = x.to(dtype), w.to(dtype)
+    else:
+        w = w.to(x.dtype)
+    return blockdiag_matmul(x, w)
+
+
 def _stride_permutation(nblocks: int, block: int) -> torch.Tensor:
     """``perm`` such that ``x[perm]`` turns a (nblocks, block) layout into (block, nblocks)."""
     return torch.arange(nblocks * block).view(nblocks, block).t().reshape(-1)
@@ -84,9 +97,12 @@ class BlockdiagLinear(nn.Module):
         """Apply the map to the last dimension of ``x``."""
         lead = x.shape[:-1]
         x = F.pad(x, (0, self.nblocks * self.in_block - self.in_features))
-        y = torch.einsum(
-            "...bi,boi->...bo", x.reshape(*lead, self.nblocks, self.in_block), self.weight
-        )
+        if self.kernel == "triton":
+            y = _triton_blockdiag(x.reshape(-1, x.shape[-1]), self.weight)
+        else:
+            y = torch.einsum(
+                "...bi,boi->...bo", x.reshape(*lead, self.nblocks, self.in_block), self.weight
+            )
         y = y.reshape(*lead, self.nblocks * self.out_block)[..., : self.out_features]
         return y if self.bias is None else y + self.bias
 

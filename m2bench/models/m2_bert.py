@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from m2bench.errors import ConfigError, DataError
-from m2bench.layers import check_kernel
+from m2bench.layers import TRITON_COVERAGE, check_kernel
 from m2bench.layers.heads import ClassificationHead, MLMHead, Pooler
 from m2bench.layers.mixer import BlockdiagGLU, M2SequenceMixer
 from m2bench.registry import register_model
@@ -295,6 +295,7 @@ class M2BertForMaskedLM(nn.Module):
         return {
             "padding": self.config.padding,
             "kernel": self.config.kernel,
+            "kernel_impl": "torch" if self.config.kernel == "torch" else TRITON_COVERAGE,
             "max_length": str(self.config.max_len),
             "truncation": "longest first, [SEP]s kept, padded to max_len (official GLUE)",
         }
@@ -455,6 +456,7 @@ class M2BertTextEncoder(nn.Module):
         return {
             "padding": self.config.padding,
             "kernel": self.config.kernel,
+            "kernel_impl": "torch" if self.config.kernel == "torch" else TRITON_COVERAGE,
             "max_length": str(self.max_length),
             "truncation": "first max_len tokens, padded to max_len (official: a cut text loses "
             "[SEP])",

@@ -1,0 +1,75 @@
+"""Kernels against their plain-PyTorch twins: on the CPU under TRITON_INTERPRET=1 (CI, small
+shapes), and on CUDA when a GPU is present (tests/test_gpu.py has the heavier shapes)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from m2bench.kernels import reference
+from m2bench.layers.monarch import BlockdiagLinear
+from m2bench.registry import create_model
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+    reason="Triton needs CUDA or TRITON_INTERPRET=1 (scripts/test.sh sets it)",
+)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize(
+    "m,nblocks,out_block,in_block",
+    [(1, 4, 8, 8), (37, 4, 24, 16), (130, 2, 70, 33), (64, 3, 5, 96)],  # batch 1, odd sizes
+)
+def test_blockdiag_forward_and_backward_match_the_twin(m, nblocks, out_block, in_block):
+    from m2bench.kernels.blockdiag_triton import blockdiag_matmul
+
+    torch.manual_seed(m)
+    x = torch.randn(m, nblocks * in_block, device=DEVICE, requires_grad=True)
+    w = torch.randn(nblocks, out_block, in_block, device=DEVICE, requires_grad=True)
+    dy = torch.randn(m, nblocks * out_block, device=DEVICE)
+    y = blockdiag_matmul(x, w)
+    (y * dy).sum().backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    y_ref = reference.blockdiag_matmul(x, w)
+    (y_ref * dy).sum().backward()
+    tol = dict(rtol=1e-4, atol=1e-4) if DEVICE == "cpu" else dict(rtol=2e-3, atol=2e-3)  # tf32 dot
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(gx, x.grad, **tol)
+    torch.testing.assert_close(gw, w.grad, **tol)
+
+
+def test_blockdiag_layer_with_triton_equals_torch_and_dense():
+    torch.manual_seed(0)
+    fast = BlockdiagLinear(48, 100, 4, kernel="triton").to(DEVICE)  # 100 not divisible by 4 blocks
+    slow = BlockdiagLinear(48, 100, 4, kernel="torch").to(DEVICE)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 5, 48, device=DEVICE)
+    tol = dict(rtol=1e-4, atol=1e-4) if DEVICE == "cpu" else dict(rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(fast(x), slow(x), **tol)
+    torch.testing.assert_close(fast(x), x @ fast.to_dense().T + fast.bias, **tol)
+
+
+def test_m2_bert_with_triton_kernels_matches_torch_and_is_tagged():
+    torch.manual_seed(0)
+    fast = create_model("m2_bert_tiny_retrieval", kernel="triton").to(DEVICE).eval()
+    slow = create_model("m2_bert_tiny_retrieval", kernel="torch").to(DEVICE).eval()
+    slow.load_state_dict(fast.state_dict())
+    batch = {k: v.to(DEVICE) for k, v in fast.tokenize(["a meeting about the budget"]).items()
+             if k != "n_truncated"}  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(fast.embed(batch), slow.embed(batch), rtol=1e-3, atol=1e-3)
+    assert fast.run_tags()["kernel_impl"].startswith("blockdiag_mlp:triton")
+
+
+def test_triton_on_cpu_without_interpreter_refuses(monkeypatch):
+    from m2bench.kernels.blockdiag_triton import blockdiag_matmul_fwd
+
+    if DEVICE == "cuda":
+        pytest.skip("a GPU is present")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(RuntimeError, match="Triton kernels need CUDA"):
+        blockdiag_matmul_fwd(torch.ones(2, 8), torch.ones(2, 4, 4))
