@@ -29,6 +29,7 @@ if triton is not None:
         x_ptr, w_ptr, y_ptr, M, IN_BLOCK, OUT_BLOCK,
         stride_xm, stride_wb, stride_wo, stride_ym,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):  # fmt: skip
         pid_m, pid_n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -43,7 +44,7 @@ if triton is not None:
                         mask=(rm[:, None] < M) & (k[None, :] < IN_BLOCK), other=0.0)  # fmt: skip
             w_mask = (rn[None, :] < OUT_BLOCK) & (k[:, None] < IN_BLOCK)
             wt = tl.load(w_base + rn[None, :] * stride_wo + k[:, None], mask=w_mask, other=0.0)
-            acc += tl.dot(a, wt)
+            acc += tl.dot(a, wt, input_precision=PRECISION)
         y = y_ptr + b * OUT_BLOCK + rm[:, None] * stride_ym + rn[None, :]
         tl.store(y, acc.to(y_ptr.dtype.element_ty),
                  mask=(rm[:, None] < M) & (rn[None, :] < OUT_BLOCK))  # fmt: skip
@@ -68,8 +69,10 @@ def blockdiag_matmul_fwd(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     bm, bn, bk = 64, 64, 32
     grid = (triton.cdiv(m, bm), triton.cdiv(out_block, bn), nblocks)
     strides = (x.stride(0), w.stride(0), w.stride(1), y.stride(0))
+    # fp32 in, fp32 math (no TF32), as the twin computes it; half inputs use the tensor cores
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"
     _blockdiag_kernel[grid](x, w, y, m, in_block, out_block, *strides,
-                            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)  # fmt: skip
+                            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PRECISION=precision)  # fmt: skip
     return y
 
 
