@@ -11,7 +11,7 @@ and ``bert_base_sdpa`` differ only in the attention implementation (explicit sof
 ``torch.nn.functional.scaled_dot_product_attention``), for throughput comparisons.
 
 Tokenisation: the bert-base-uncased WordPiece files bundled with m2bench, through the same
-function as M2-BERT (``m2bench.models.m2_bert.tokenize_wordpiece_pairs``): ``[CLS] a [SEP] b
+function as M2-BERT (``m2bench.tokenization.tokenize_wordpiece_pairs``): ``[CLS] a [SEP] b
 [SEP]``, token types 0/1, longest-first truncation to ``max_length`` (default the model's
 ``max_len``, 512), padded to the longest input of the batch (M2-BERT pads to its full length).
 
@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from m2bench.errors import ConfigError, WeightsUnavailable
-from m2bench.models.m2_bert import tokenize_wordpiece_pairs
 from m2bench.registry import register_model
+from m2bench.tokenization import tokenize_wordpiece_pairs
 
 log = logging.getLogger(__name__)
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")

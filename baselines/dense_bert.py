@@ -25,7 +25,7 @@ depend on the padding.
 Matched against M2-BERT and BERT: ``dense_bert_base`` has M2-BERT-80M's and BERT-base's width and
 depth (d 768, 12 layers, FFN 3072) and M2-BERT's GLUE length 128; its size (80.4M) happens to be
 close to M2-BERT-80M's. Tokenisation is the bundled bert-base-uncased WordPiece shared with M2-BERT
-(``m2bench.models.m2_bert.tokenize_wordpiece_pairs``). Dense and embedding weights use BERT's
+(``m2bench.tokenization.tokenize_wordpiece_pairs``). Dense and embedding weights use BERT's
 initialisation (normal, std 0.02). No pretrained weights exist: random init only.
 
 Deviations: the Random Synthesizer uses a softmax-normalised random matrix per head and JustDense
@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2bench.errors import ConfigError
-from m2bench.models.m2_bert import tokenize_wordpiece_pairs
 from m2bench.registry import register_model
+from m2bench.tokenization import tokenize_wordpiece_pairs
 
 _INIT_STD = 0.02  # BERT's initializer_range
 

@@ -16,8 +16,8 @@ import baselines.dense_bert  # noqa: F401
 from m2bench.encoding import SequenceEncoder
 from m2bench.errors import ConfigError, WeightsUnavailable
 from m2bench.models import count_params
-from m2bench.models.m2_bert import VOCAB_DIR, wordpiece_tokenizer
 from m2bench.registry import MODELS, create_model, list_models
+from m2bench.tokenization import VOCAB_DIR, wordpiece_tokenizer
 
 CLS, SEP = 101, 102
 SMALL = ["bert_tiny", "dense_bert_tiny", "m2_bert_tiny", "m2_bert_tiny_retrieval", "minilm_l6"]

@@ -16,8 +16,8 @@ Fine-tuning with a task head (``m2bench.encoding.SequenceEncoder``): ``tokenize_
 official GLUE recipe (bert-base-uncased WordPiece, ``truncation=True``, ``padding='max_length'``):
 ``[CLS] a [SEP] b [SEP]`` with token types 0/1, longest-first truncation that keeps both [SEP]s,
 every row padded with id 0 to ``max_len``; ``hidden_states`` is the last layer (B, max_len, d).
-:func:`tokenize_wordpiece_pairs` is shared with the BERT baselines, so all of them see the same
-word pieces.
+``m2bench.tokenization.tokenize_wordpiece_pairs`` is shared with the BERT baselines, so all of
+them see the same word pieces.
 
 Reference: the official PyTorch path of HazyResearch/m2 (``bert/src/bert_layers.py``, commit
 7d359e8, ``use_flash_fft=False``, ``use_flash_mm=False``). ``tests/test_m2_bert.py`` loads the
@@ -40,22 +40,20 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from m2bench.errors import ConfigError, DataError
+from m2bench.errors import ConfigError
 from m2bench.layers import TRITON_COVERAGE, check_kernel
 from m2bench.layers.heads import ClassificationHead, MLMHead, Pooler
 from m2bench.layers.mixer import BlockdiagGLU, M2SequenceMixer
 from m2bench.registry import register_model
+from m2bench.tokenization import tokenize_wordpiece_pairs, wordpiece_tokenizer
 
 PADDING_MODES = ("official", "masked")
-#: bert-base-uncased WordPiece files shipped with m2bench (see SOURCE.md there).
-VOCAB_DIR = Path(__file__).resolve().parents[1] / "assets" / "bert-uncased-vocab"
 _INIT_STD = 0.02  # BERT's initializer_range, as in the official M2-BERT configs
 
 
@@ -325,84 +323,6 @@ class M2BertForSequenceClassification(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, num_labels)."""
         return self.classifier(self.bert(input_ids, attention_mask, token_type_ids).pooler_output)
-
-
-@functools.lru_cache(maxsize=1)
-def wordpiece_tokenizer() -> object:
-    """The bert-base-uncased WordPiece tokenizer (``tokenizers.Tokenizer``), no truncation/padding.
-
-    Raises:
-        DataError: when the vocabulary files are not installed with m2bench.
-    """
-    from tokenizers import Tokenizer
-
-    path = VOCAB_DIR / "tokenizer.json"
-    if not path.is_file():
-        raise DataError(f"WordPiece tokenizer file {path} is missing; reinstall m2bench")
-    tokenizer = Tokenizer.from_file(str(path))
-    # The file carries all-MiniLM's truncation/padding to 128; M2 tokenises without either.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
-@functools.lru_cache(maxsize=8)
-def _truncating_tokenizer(max_length: int) -> object:
-    # A copy: the cached tokenizer above must keep tokenising without truncation.
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(wordpiece_tokenizer().to_str())
-    tokenizer.enable_truncation(max_length, strategy="longest_first")
-    return tokenizer
-
-
-def tokenize_wordpiece_pairs(
-    first: list[str],
-    second: list[str] | None = None,
-    *,
-    max_length: int | None,
-    limit: int,
-    pad_to_limit: bool,
-) -> dict[str, torch.Tensor]:
-    """bert-base-uncased WordPiece of texts or text pairs, as BERT's fine-tuning reads them.
-
-    Each row is ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` with token types 0 on the first
-    segment (its [SEP] included) and 1 on the second; a row longer than ``max_length`` loses
-    word pieces from its longer segment first (the special tokens stay); padding is id 0, type 0,
-    mask 0 on the right.
-
-    Args:
-        first: first texts (B).
-        second: second texts (B), or ``None`` for single texts.
-        max_length: the most tokens per row; ``None`` means ``limit``.
-        limit: the most tokens the model reads.
-        pad_to_limit: pad every row to ``limit`` (M2-BERT, dense BERT) instead of to the longest
-            row of the batch.
-
-    Returns:
-        ``input_ids``, ``attention_mask``, ``token_type_ids``, each (B, L) int64.
-
-    Raises:
-        ConfigError: ``max_length`` exceeds ``limit``, or ``second`` differs in length.
-    """
-    max_length = limit if max_length is None else max_length
-    if not 3 <= max_length <= limit:
-        raise ConfigError(f"max_length {max_length} must be between 3 and the model's {limit}")
-    if second is not None and len(second) != len(first):
-        raise ConfigError(f"{len(first)} first texts but {len(second)} second texts")
-    inputs = list(first) if second is None else list(zip(first, second, strict=True))
-    encodings = _truncating_tokenizer(max_length).encode_batch(inputs)
-    width = limit if pad_to_limit else max((len(e.ids) for e in encodings), default=0)
-    out = {
-        key: torch.zeros(len(encodings), width, dtype=torch.long)
-        for key in ("input_ids", "attention_mask", "token_type_ids")
-    }
-    for i, enc in enumerate(encodings):
-        n = len(enc.ids)
-        out["input_ids"][i, :n] = torch.tensor(enc.ids, dtype=torch.long)
-        out["token_type_ids"][i, :n] = torch.tensor(enc.type_ids, dtype=torch.long)
-        out["attention_mask"][i, :n] = 1
-    return out
 
 
 class M2BertTextEncoder(nn.Module):
