@@ -135,9 +135,10 @@ def _results_table(task: str, results: list) -> str:
 
     metric = get_task(task).spec.metric
     rows = []
+    subtasks = list(dict.fromkeys(sub for r in results for sub in r.summary))
     for r in results:
         row: dict[str, Any] = {"model": r.model, "status": r.status}
-        row.update({f"{sub}": f"{v:.4f}" for sub, v in r.summary.items()})
+        row.update({sub: f"{r.summary[sub]:.4f}" if sub in r.summary else "-" for sub in subtasks})
         m = r.metrics
         row[f"{metric} (avg)"] = f"{m[metric]:.4f}" if metric in m else "-"
         for key, label, fmt in PERF_COLUMNS:

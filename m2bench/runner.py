@@ -12,7 +12,7 @@ import json
 import logging
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from m2bench.runtime import (
 from m2bench.specs import EvalContext
 
 log = logging.getLogger(__name__)
+SAMPLE_STEPS = 20  # optimizer steps per fine-tuning job of a --sample run, unless --max-steps
 
 
 @dataclass
@@ -100,6 +101,9 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
     )
     check_weights_options(mspec, cfg.init, cfg.checkpoint)
     resolve_device(cfg)  # --device cuda without a GPU fails here, before any compute
+    if cfg.sample:  # the sample is a quick offline check: its rows, and a few steps if it trains
+        steps = cfg.max_steps or (SAMPLE_STEPS if spec.trains else None)
+        cfg = replace(cfg, limit=cfg.limit or spec.sample_size, max_steps=steps)
     return cfg
 
 

@@ -48,19 +48,26 @@ def test_recipes_follow_the_m2_code():
     assert recipe("wnli", "m2", 768).start == "pretrained"
 
 
+def test_sample_run_is_short_by_default(store: Path):
+    runs, _ = _run("--task", "glue:wnli", "--sample", "--model", "bert_tiny", "--init", "random")
+    assert runs.iloc[-1]["metrics.wnli/train_steps"] == 20  # runner.SAMPLE_STEPS
+    assert runs.iloc[-1]["params.limit"] == "64"
+
+
 def test_sample_run_evaluates_every_dev_row_once_with_seeds(store: Path):
     runs, out = _run("--task", "glue", "--sample", "--model", "bert_tiny", "--init", "random",
                      "--max-steps", "3", "--seeds", "1,2")  # fmt: skip
     assert "qnli" in out and "wnli" in out and "glue_score (avg)" in out
     r = runs.iloc[-1]
-    assert r["metrics.qnli/n_eval"] == 200 and r["metrics.wnli/n_eval"] == 71
+    # --sample evaluates the first sample_size (64) dev rows of each subtask
+    assert r["metrics.qnli/n_eval"] == 64 and r["metrics.wnli/n_eval"] == 64
     assert r["metrics.qnli/train_steps"] == 3
     assert "metrics.qnli/accuracy_std" in r and r["metrics.glue_score"] == pytest.approx(
         r["metrics.qnli/task_score"]
     )  # fmt: skip  (WNLI is outside the average)
     assert "lr=1e-05" in r["tags.recipe/qnli"] and "pooling=cls" in r["tags.recipe/qnli"]
     preds = _predictions(store, "bert_tiny")
-    for sub, n in (("qnli", 200), ("wnli", 71)):
+    for sub, n in (("qnli", 64), ("wnli", 64)):
         for seed in (1, 2):
             idx = [p["idx"] for p in preds if p["subtask"] == sub and p["seed"] == seed]
             assert sorted(idx) == list(range(n))  # each dev row exactly once per seed
