@@ -97,9 +97,9 @@ def finetune(
     tracking.preflight(plugin.spec.name)
     data = plugin.load("test", data_dir=train_data)
     examples = plugin.training_examples(data, loss=loss, negatives=negatives, seed=seed)
-    dev, prec = runtime.resolve_device(
-        RunConfig(task=task, model=model_name, device=device, precision=precision)
-    )
+    run_cfg = RunConfig(task=task, model=model_name, device=device, precision=precision,
+                        seed=seed, init=init, checkpoint=checkpoint)  # fmt: skip
+    dev, prec = runtime.resolve_device(run_cfg)
     runtime.seed_everything(seed)
     try:
         model = create_model(model_name, init=init, checkpoint=checkpoint, **model_overrides)
@@ -121,20 +121,7 @@ def finetune(
         **{f"train.{k}": v for k, v in dataclasses.asdict(train_cfg).items()},
         **runtime.model_config_params(model),
     }
-    tags = {
-        "stage": "train",
-        "task": plugin.spec.name,
-        "task_version": plugin.spec.version,
-        "model": model_name,
-        "family": mspec.family,
-        "kind": mspec.kind,
-        "precision": prec,
-        "sample": "false",
-        **data.provenance,
-        **tracking.hardware(dev),
-        **tracking.provenance(),
-        **getattr(model, "run_tags", dict)(),
-    }
+    tags = runtime.run_tags("train", plugin.spec, mspec, run_cfg, model, data, dev, prec)
     run = tracking.start_run(plugin.spec.name, f"{model_name}:train", tags)
     try:
         run.log_params(params)

@@ -30,8 +30,8 @@ from m2bench.runtime import (
     param_counts,
     prepare_out,
     resolve_device,
+    run_tags,
     seed_everything,
-    weights_tags,
 )
 from m2bench.specs import EvalContext
 
@@ -119,24 +119,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         log.warning("%s skipped: %s", cfg.model, exc)
         return RunResult(cfg.model, "SKIPPED", error=str(exc))
     mspec = model.spec
-    tags = {
-        "stage": "eval",
-        "task": spec.name,
-        "task_version": spec.version,
-        "model": cfg.model,
-        "family": mspec.family,
-        "kind": mspec.kind,
-        "sample": str(cfg.sample).lower(),
-        "precision": precision,
-        "tf32": "false",
-        **weights_tags(mspec, cfg),
-        "seed": cfg.seed,
-        "subtask": cfg.subtask or "all",
-        **data.provenance,
-        **tracking.hardware(device),
-        **tracking.provenance(),
-        **getattr(model, "run_tags", dict)(),
-    }
+    tags = run_tags("eval", spec, mspec, cfg, model, data, device, precision)
     run = tracking.start_run(spec.name, cfg.model, tags)
     out_dir = out_root / cfg.model
     out_dir.mkdir(parents=True, exist_ok=True)

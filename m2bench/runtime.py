@@ -91,3 +91,37 @@ def weights_tags(mspec: Any, cfg: RunConfig) -> dict[str, str]:
     if "weights_note" in mspec.extra and not cfg.checkpoint:
         tags["weights_note"] = mspec.extra["weights_note"]
     return tags
+
+
+def run_tags(
+    stage: str,
+    spec: Any,
+    mspec: Any,
+    cfg: RunConfig,
+    model: Any,
+    data: Any,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Any]:
+    """The tags every run of ``stage`` (``eval``, ``train``) carries: task, model, weights, data,
+    hardware and code provenance, and the model's own (truncation, kernels, ...)."""
+    from m2bench import tracking
+
+    return {
+        "stage": stage,
+        "task": spec.name,
+        "task_version": spec.version,
+        "model": cfg.model,
+        "family": mspec.family,
+        "kind": mspec.kind,
+        "sample": str(cfg.sample).lower(),
+        "precision": precision,
+        "tf32": "false",
+        **weights_tags(mspec, cfg),
+        "seed": cfg.seed,
+        "subtask": cfg.subtask or "all",
+        **data.provenance,
+        **tracking.hardware(device),
+        **tracking.provenance(),
+        **getattr(model, "run_tags", dict)(),
+    }
