@@ -124,7 +124,7 @@ PERF_COLUMNS = (  # (metric, column, format) shown when some run of the sweep ha
     ("perf/query_latency_ms", "query ms", "{:.1f}"),
     ("perf/train_samples_per_s", "train samples/s", "{:.1f}"),
     ("perf/infer_samples_per_s", "infer samples/s", "{:.1f}"),
-    ("params_m", "params M", "{:.1f}"),
+    ("params_m", "params M", "{:.2f}"),
 )
 
 
@@ -133,14 +133,17 @@ def _results_table(task: str, results: list) -> str:
 
     from m2bench.registry import get_task
 
-    metric = get_task(task).spec.metric
+    spec = get_task(task).spec
+    metric = spec.metric
     rows = []
     subtasks = list(dict.fromkeys(sub for r in results for sub in r.summary))
+    # without subtasks: the task's metrics side by side; with them: the main metric of each
+    shown = [(f"{metric} (avg)", metric)] if subtasks else [(m, m) for m in spec.metrics]
     for r in results:
         row: dict[str, Any] = {"model": r.model, "status": r.status}
         row.update({sub: f"{r.summary[sub]:.4f}" if sub in r.summary else "-" for sub in subtasks})
         m = r.metrics
-        row[f"{metric} (avg)"] = f"{m[metric]:.4f}" if metric in m else "-"
+        row.update({label: f"{m[key]:.4f}" if key in m else "-" for label, key in shown})
         for key, label, fmt in PERF_COLUMNS:
             if any(key in x.metrics for x in results):
                 row[label] = fmt.format(m[key]) if key in m else "-"
@@ -148,7 +151,8 @@ def _results_table(task: str, results: list) -> str:
         rows.append(row)
     table = pd.DataFrame(rows).fillna("-")
     notes = [f"{r.status.lower()} {r.model}: {r.error}" for r in results if r.error]
-    text = f"\n{task}: {metric} per subtask and averaged\n" + table.to_string(index=False)
+    title = f"{metric} per subtask and averaged" if subtasks else ", ".join(spec.metrics)
+    text = f"\n{task}: {title}\n" + table.to_string(index=False)
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 

@@ -1,7 +1,7 @@
 """m2bench: benchmark and evaluation harness for Monarch Mixer (M2) models.
 
 Public API: ``create_model``, ``list_models``, ``get_task``, ``list_tasks``, ``run``,
-``load_pretrained``, ``save_pretrained``.
+``load_pretrained``, ``save_pretrained``, ``register_timm_models``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "list_models",
     "list_tasks",
     "load_pretrained",
+    "register_timm_models",
     "run",
     "save_pretrained",
 ]
@@ -41,3 +42,10 @@ def save_pretrained(model: Any, directory: str) -> Any:
     from m2bench.checkpoints import save_pretrained as _save
 
     return _save(model, directory)
+
+
+def register_timm_models() -> None:
+    """Make M2-ViT creatable by timm: ``timm.create_model("m2_vit_tiny", num_classes=10)``."""
+    from m2bench.models.m2_vit import register_timm_models as _register
+
+    _register()

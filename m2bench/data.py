@@ -91,3 +91,15 @@ def is_offline() -> bool:
         os.environ.get(k, "0") not in ("0", "", "false")
         for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
     )
+
+
+def hub_commit(repo: str, revision: str, *, repo_type: str = "dataset") -> str | None:
+    """The commit sha that ``revision`` of hub ``repo`` resolves to (``None`` offline)."""
+    if is_offline():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().repo_info(repo, revision=revision, repo_type=repo_type).sha
+    except Exception:  # offline, gated or rate-limited: callers log a fingerprint instead
+        return None

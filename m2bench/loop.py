@@ -68,6 +68,30 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     return [*groups, {"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
 
 
+#: ``(model, n_steps) -> (optimizer, set_lr)``; ``set_lr(step)`` runs after optimizer step ``step``
+OptimizerFactory = Callable[
+    [torch.nn.Module, int], tuple[torch.optim.Optimizer, Callable[[int], None]]
+]
+
+
+def warmup_linear(cfg: TrainConfig) -> OptimizerFactory:
+    """AdamW over :func:`param_groups` with sentence-transformers' ``WarmupLinear`` schedule."""
+
+    def make(model: torch.nn.Module, n_steps: int):
+        warmup = int(cfg.warmup_frac * n_steps)
+        opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+        return opt, lambda _step: sched.step()
+
+    return make
+
+
 def total_steps(cfg: TrainConfig, micro_batches_per_epoch: int) -> int:
     """Optimizer steps the run will take."""
     steps = math.ceil(cfg.epochs * micro_batches_per_epoch / cfg.grad_accum)
@@ -86,6 +110,7 @@ def train(
     on_step: Callable[[int, float, float], None] | None = None,
     batch_size: Callable[[Any], int] = lambda b: 1,
     progress: bool = True,
+    optimizer: OptimizerFactory | None = None,
 ) -> TrainResult:
     """Train ``model`` in place.
 
@@ -100,6 +125,9 @@ def train(
         on_step: called after each optimizer step with (step, mean loss, lr).
         batch_size: samples in a micro-batch (for throughput).
         progress: show a progress bar.
+        optimizer: ``optimizer(model, n_steps) -> (optimizer, set_lr)`` where ``set_lr(step)`` is
+            called after each optimizer step (e.g. timm's optimizer and scheduler factories);
+            default: AdamW with ``cfg``'s groups and :func:`warmup_linear`.
 
     Raises:
         ModelFailure: the loss became NaN or infinite.
@@ -107,15 +135,7 @@ def train(
     from tqdm.auto import tqdm
 
     n_steps = total_steps(cfg, micro_batches_per_epoch)
-    warmup = int(cfg.warmup_frac * n_steps)
-    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-
-    def lr_factor(step: int) -> float:  # sentence-transformers' WarmupLinear
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    opt, set_lr = (optimizer or warmup_linear(cfg))(model, n_steps)
     model.train()
     result = TrainResult(steps=0, micro_batches=0)
     bar = tqdm(total=n_steps, desc="train", unit="step", disable=not progress, leave=False)
@@ -140,16 +160,16 @@ def train(
                     if cfg.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     opt.step()
-                    sched.step()
                     opt.zero_grad(set_to_none=True)
                     mean = sum(window) / len(window)
                     result.losses.append(mean)
                     result.steps += 1
+                    set_lr(result.steps)
                     window = []
                     bar.update(1)
                     bar.set_postfix(loss=f"{mean:.4f}")
                     if on_step is not None:
-                        on_step(result.steps, mean, sched.get_last_lr()[0])
+                        on_step(result.steps, mean, opt.param_groups[-1]["lr"])
                     if result.steps >= n_steps:
                         break
             if result.micro_batches == before:

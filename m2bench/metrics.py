@@ -187,3 +187,28 @@ def glue_average(task_scores: Mapping[str, float], *, partial: bool = False) -> 
             f"{', '.join(missing)} (partial=True averages the tasks given)"
         )
     return sum(scores.values()) / len(scores)
+
+
+def topk_accuracy(
+    labels: Sequence[int], scores: Any, ks: Sequence[int] = (1, 5), num_classes: int | None = None
+) -> dict[str, float]:
+    """Top-k accuracy in percent (as timm reports it), with scikit-learn.
+
+    Args:
+        labels: true class of each example.
+        scores: (N, C) class scores (logits or probabilities).
+        ks: the k of each ``top<k>`` metric.
+        num_classes: C, so that classes absent from ``labels`` still count as wrong answers.
+
+    Returns:
+        ``{"top1": ..., "top5": ...}``.
+    """
+    import numpy as np
+    from sklearn.metrics import top_k_accuracy_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    classes = np.arange(num_classes if num_classes is not None else scores.shape[1])
+    return {
+        f"top{k}": 100.0 * float(top_k_accuracy_score(labels, scores, k=k, labels=classes))
+        for k in ks
+    }

@@ -94,6 +94,7 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
     cfg = RunConfig.resolve(
         spec.name,
         model,
+        task_defaults=spec.defaults,
         model_defaults=mspec.extra.get("defaults", {}),
         config_file=config_file,
         overrides=overrides,

@@ -54,6 +54,9 @@ class TaskSpec:
     subtasks: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     description: str = ""
+    #: RunConfig defaults of this task, below the model's and the user's (e.g. the image geometry
+    #: it gives every model: ``{"model.img_size": 28, "model.in_chans": 1}``)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create ./.venv with m2bench and its dependencies, once; later calls return at once.
 # Reinstalls when pyproject.toml changes. M2BENCH_TORCH overrides the torch requirement
-# (default: torch==2.13.0 on machines without an NVIDIA GPU, any recent torch otherwise).
+# (default: torch 2.14.1 with torchvision 0.29.1 from the local wheel files on machines without an
+# NVIDIA GPU, any recent torch otherwise; timm needs torchvision, which needs its matching torch).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -13,12 +14,12 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "m2bench needs Python >= 3.11 (found $(python3 --version))" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
-if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   if [ -n "${M2BENCH_TORCH:-}" ]; then torch="$M2BENCH_TORCH"
-  elif command -v nvidia-smi >/dev/null 2>&1; then torch="torch>=2.4"
-  else torch="torch==2.13.0"; fi
-  "${pip[@]}" "$torch" 2> >(grep -v "is ignored: it is neither" >&2)
+  elif command -v nvidia-smi >/dev/null 2>&1; then torch="torch>=2.4 torchvision"
+  else torch="torch==2.14.1 torchvision==0.29.1"; fi
+  "${pip[@]}" $torch 2> >(grep -v "is ignored: it is neither" >&2)
 fi
-"${pip[@]}" -e "$root[dev]" 2> >(grep -v -e "is ignored: it is neither" -e "^ *$" >&2)
+"${pip[@]}" -e "$root[dev,vision]" 2> >(grep -v -e "is ignored: it is neither" -e "^ *$" >&2)
 echo "$want" > "$stamp"
 echo "m2bench: installed ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2

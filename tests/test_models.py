@@ -38,6 +38,11 @@ def test_tiny_models_run_and_every_used_parameter_learns(name):
         batch = model.tokenize(["a short text", "another one"])
         batch.pop("n_truncated", None)
         outs.append(model.embed(batch))
+    if model.spec.kind == "image":  # images (B, C, H, W) -> features (B, num_features)
+        c = model.config
+        out = model(torch.randn(2, c.in_chans, c.img_size, c.img_size))
+        assert out.shape == (2, model.num_features)
+        outs.append(out)
     assert outs and all(torch.isfinite(o).all() for o in outs)
     sum(o.float().pow(2).mean() for o in outs).backward()
     unused = ("mlm_head.",)  # the MLM head is only used by mlm_logits

@@ -12,6 +12,8 @@ Shapes (B batch, L length, d width, V vocabulary):
   ``LayerNorm(GELU(Linear(h))) @ table.T + bias``. The decoder weight is the embedding table passed
   in at call time, so the tie needs no shared parameter.
 - :class:`ClassificationHead`: pooled (B, d) -> logits (B, num_labels) through dropout and Linear.
+- :class:`ImageClassifier`: images (B, C, H, W) -> logits (B, num_classes): an image model's pooled
+  features through one Linear layer, as timm's ViT head (weights truncated-normal std 0.02, bias 0).
 """
 
 from __future__ import annotations
@@ -121,3 +123,33 @@ class SequenceClassifier(nn.Module):
         else:
             pooled = masked_mean(hidden, batch["attention_mask"])
         return self.head(torch.tanh(self.dense(pooled)))
+
+
+class ImageClassifier(nn.Module):
+    """A linear classifier on any ``image`` model (images -> pooled features (B, num_features)).
+
+    Args:
+        backbone: an image model with ``num_features``.
+        num_classes: classes.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The backbone's own optimizer groups, if it has any (M2's filters do)."""
+        groups = getattr(self.backbone, "optimizer_groups", None)
+        return groups(lr, weight_decay) if groups is not None else []
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names the backbone exempts from weight decay (timm's convention)."""
+        names = getattr(self.backbone, "no_weight_decay", set)()
+        return {f"backbone.{n}" for n in names}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes)."""
+        return self.head(self.backbone(images))

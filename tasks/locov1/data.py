@@ -89,19 +89,9 @@ def read_hub(revision: str) -> tuple[list[dict], list[dict], str]:
                 f"LoCoV1 not available from the hub ({repo}: {reason}); " + HOW_TO_PROVIDE
             ) from None
         tables.append(ds.to_list())
-        revs.append(_hub_commit(repo, revision) or f"{revision} (fingerprint {ds._fingerprint})")
+        commit = mdata.hub_commit(repo, revision)
+        revs.append(commit or f"{revision} (fingerprint {ds._fingerprint})")
     return tables[0], tables[1], ",".join(revs)
-
-
-def _hub_commit(repo: str, revision: str) -> str | None:
-    if mdata.is_offline():
-        return None
-    try:
-        from huggingface_hub import HfApi
-
-        return HfApi().dataset_info(repo, revision=revision).sha
-    except Exception:  # offline or rate-limited: the fingerprint stands in
-        return None
 
 
 def validate(queries: list[dict], docs: list[dict], where: tuple[str, str]) -> None:

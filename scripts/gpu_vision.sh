@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Vision proof on the H200 device (issue: M2-ViT and timm ViTs):
+# 1. MNIST, bundled protocol (tasks/data/mnist: train = mnist_5k + even test images, eval = odd test
+#    images): m2_vit_tiny, vit_tiny (equal parameters) and dense_vit_tiny trained with the task's
+#    recipe (40 epochs, batch 128, AdamW 1e-3, cosine), top-1 and images/s side by side.
+# 2. ImageNet pipeline at 224 px: the bundled 1,000-image sample evaluated as built (random init)
+#    with m2_vit_b16, vit_base_patch16_224 and vit_small_patch16_224: inference images/s only.
+# Prepare with scripts/prepare_gpu_carry.sh; call with carry [".gpu_carry/kit_small.tar.xz"], as
+# `M2BENCH_GIT_SHA=<commit> M2BENCH_GIT_DIRTY=false bash scripts/gpu_vision.sh` (no .git there).
+set -euo pipefail
+mkdir -p /tmp/m2kit
+python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site /tmp/m2kit/*.whl
+export PYTHONPATH=/tmp/site:$PWD MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db \
+  HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, timm, torchvision; print('torch', torch.__version__, 'timm', timm.__version__, 'torchvision', torchvision.__version__)"
+python3 cli.py run --task mnist --data-dir tasks/data/mnist --model m2_vit_tiny --model vit_tiny \
+  --model dense_vit_tiny --batch-size 500 --out $OUT/runs --no-progress "$@" 2>&1 | tee $OUT/mnist.log
+python3 cli.py run --task imagenet --sample --model m2_vit_b16 --model vit_base_patch16_224 \
+  --model vit_small_patch16_224 --init random --batch-size 250 --out $OUT/runs --no-progress \
+  2>&1 | tee $OUT/imagenet_sample.log
+python3 cli.py leaderboard --task mnist --out $OUT/leaderboard_mnist.csv
+python3 cli.py leaderboard --task imagenet --include-sample --out $OUT/leaderboard_imagenet_sample.csv
+for m in m2_vit_tiny vit_tiny dense_vit_tiny; do
+  cp $OUT/runs/mnist/$m/metrics.json $OUT/metrics_mnist_$m.json
+done
+tar czf $OUT/runs.tgz -C $OUT runs && rm -rf $OUT/runs
