@@ -234,12 +234,14 @@ def provenance() -> dict[str, str]:
     """Code and library provenance tags: git sha/dirty, library versions, python, OS."""
     import torch
 
-    sha = _git("rev-parse", "HEAD")
-    if sha:
-        dirty = str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
-    else:  # a copy without .git (e.g. sent to a GPU machine) may state its commit
-        sha = os.environ.get("M2BENCH_GIT_SHA", "unknown")
+    # a copy sent to another machine states its commit (its .git, if any, may be stale)
+    sha = os.environ.get("M2BENCH_GIT_SHA") or _git("rev-parse", "HEAD")
+    if os.environ.get("M2BENCH_GIT_SHA"):
         dirty = os.environ.get("M2BENCH_GIT_DIRTY", "unknown")
+    elif sha:
+        dirty = str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
+    else:
+        sha, dirty = "unknown", "unknown"
     return {
         "git_sha": sha,
         "git_dirty": dirty,

@@ -434,12 +434,17 @@ def evaluate(model, images, transform, ctx: EvalContext, recipe: Recipe, num_cla
     loader = _loader(images, transform, ctx.batch_size, recipe.workers)
     logits, labels, index, bad = [], [], [], []
     model_s = 0.0
+    warm = False
     with timing.Stopwatch(ctx.device) as wall:
         for b in tqdm(loader, desc="eval", unit="batch", disable=not ctx.progress, leave=False):
             bad += b["bad"]
             if b["images"] is None:
                 continue
             x = b["images"].to(ctx.device)
+            if not warm:  # one untimed pass: lazy CUDA/cuDNN set-up is not model time
+                with autocast(ctx.device, ctx.precision):
+                    model(x)
+                warm = True
             with timing.Stopwatch(ctx.device) as sw, autocast(ctx.device, ctx.precision):
                 out = model(x)
             model_s += sw.seconds

@@ -60,3 +60,17 @@ def test_missing_or_bad_config_file(tmp_path):
 def test_sample_and_data_dir_exclude_each_other():
     with pytest.raises(ConfigError, match="exclude"):
         RunConfig.resolve("locov1", "bm25", flags={"sample": True, "data_dir": "x"})
+
+
+def test_provenance_takes_a_stated_commit_over_the_local_git(monkeypatch):
+    """A copy sent to a GPU machine states its commit; a stale .git there must not win."""
+    from m2bench import tracking
+
+    tracking.provenance.cache_clear()
+    local = tracking.provenance()["git_sha"]
+    tracking.provenance.cache_clear()
+    monkeypatch.setenv("M2BENCH_GIT_SHA", "0123abc")
+    monkeypatch.setenv("M2BENCH_GIT_DIRTY", "false")
+    assert tracking.provenance()["git_sha"] == "0123abc" != local
+    assert tracking.provenance()["git_dirty"] == "false"
+    tracking.provenance.cache_clear()
