@@ -171,7 +171,8 @@ class TimmViT(nn.Module):
         return {
             "timm_model": self.config.timm_name or "VisionTransformer",
             "mixer": self.config.mixer,
-            "weights_source": self.weights_source,
+            # the file or hub id actually read (the runner's weights_source tag states the request)
+            **({"weights_file": self.weights_source} if self.weights_source != "random" else {}),
         }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from m2bench import tracking
+from m2bench import timing, tracking
 from m2bench.config import RunConfig
 from m2bench.errors import ConfigError, ModelFailure, WeightsUnavailable
 from m2bench.registry import check_weights_options, create_model, get_model_spec, get_task
@@ -150,6 +150,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
             progress=progress,
             **train_ctx,
         )
+        timing.reset_peak_memory(device)  # each run's own peak, not the process's so far
         result = plugin.evaluate(model, data, ctx)
         score = result.metrics.get(spec.metric)
         if score is None or not np.isfinite(score):

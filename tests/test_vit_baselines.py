@@ -133,7 +133,7 @@ def test_pretrained_from_local_checkpoints_loads_every_weight(tmp_path):
         loaded = create_model(
             "vit_small_patch16_224", init="pretrained", checkpoint=str(path), **SMALL_GREY
         )
-        assert loaded.run_tags()["weights_source"].startswith(str(path))
+        assert loaded.run_tags()["weights_file"].startswith(str(path))
         got = loaded.state_dict()
         assert want.keys() == got.keys()
         for name, value in want.items():
