@@ -208,6 +208,8 @@ def topk_accuracy(
 
     scores = np.asarray(scores, dtype=np.float64)
     classes = np.arange(num_classes if num_classes is not None else scores.shape[1])
+    if scores.shape[1] == 2:  # scikit-learn takes two classes as one column, P(class 1)
+        scores = 1.0 / (1.0 + np.exp(scores[:, 0] - scores[:, 1]))
     return {
         f"top{k}": 100.0 * float(top_k_accuracy_score(labels, scores, k=k, labels=classes))
         for k in ks

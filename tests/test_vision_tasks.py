@@ -36,6 +36,11 @@ def test_topk_accuracy_against_hand_computed_values():
     # top-1 predictions 1, 0, 2, 0 against labels 1, 1, 0, 2: one right; top-2 sets {1,2}, {0,1},
     # {2,1}, {0,1}: the first two right
     assert topk_accuracy([1, 1, 0, 2], scores, ks=(1, 2)) == {"top1": 25.0, "top2": 50.0}
+    # two classes (scikit-learn's binary case): argmax of the two logits
+    two = np.array([[2.0, 1.0], [-1.0, 3.0], [0.5, 0.4]])
+    assert topk_accuracy([0, 0, 1], two, ks=(1, 2)) == pytest.approx(
+        {"top1": 100 / 3, "top2": 100.0}
+    )
     # a class that never occurs as a label still counts as a (wrong) answer
     assert topk_accuracy([0, 0], np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), ks=(1,)) == {
         "top1": 50.0
@@ -224,3 +229,34 @@ def test_cli_imagenet_sample_evaluates_as_built(store: Path):
     assert r["metrics.n_eval"] == 12 and r["tags.trained"] == "false"
     assert 0 <= r["metrics.top1"] <= r["metrics.top5"] <= 100
     assert r["params.model.img_size"] == "224"
+
+
+@pytest.mark.parametrize(
+    ("task", "match"),
+    [(MNIST, "MNIST not available"), (IMAGENET, "ImageNet not available")],
+)
+def test_hub_offline_without_cache_is_a_clear_error(monkeypatch, tmp_path, task, match):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
+    with pytest.raises(DataError, match=match + r".*--data-dir.*--sample"):
+        task.load("test")
+
+
+def test_undecodable_training_images_are_counted_and_training_goes_on(tmp_path):
+    wnids = ["n01440764", "n01443537"]
+    _image_folder(tmp_path / "data", wnids, per_class=4)
+    bad = tmp_path / "data" / "train" / wnids[0] / f"{wnids[0]}_3.JPEG"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    data = IMAGENET.load("test", data_dir=tmp_path / "data")
+    assert len(data.tables["train"]) == 8 and data.tables["num_classes"] == 2
+
+    def build():
+        torch.manual_seed(0)
+        return create_model("m2_vit_tiny", img_size=32, patch_size=8)
+
+    opts = {"workers": 0, "batch_size": 2, "accum": 1, "auto_augment": "rand-m9-mstd0.5-inc1"}
+    out = IMAGENET.evaluate(build(), data, _ctx(tmp_path, build_model=build, max_steps=6,
+                                                options=opts))  # fmt: skip
+    assert out.metrics["train/n_skipped"] == 1 and out.metrics["train/steps"] == 6
+    assert out.metrics["n_eval"] == 8 and out.tags["trained"] == "true"
+    assert "mixup=0.8" in out.tags["recipe"]  # the ImageNet recipe, mixup/cutmix included
