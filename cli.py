@@ -85,6 +85,12 @@ def main(verbose: bool) -> None:
     help="pretrained (default): load the model's weights; random: untrained model.",
 )
 @click.option("--checkpoint", help="Weights to load: a local folder or a hub id.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=None,
+    help="Tasks that train: continue from the last checkpoint in OUT/<task>/<model>/checkpoints.",
+)
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
@@ -105,6 +111,7 @@ def run(
     from m2bench.runner import run as run_task
 
     flags["sample"] = flags["sample"] or None
+    flags["resume"] = flags["resume"] or None
     results = run_task(
         task,
         models,

@@ -42,6 +42,7 @@ class RunConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     init: str = "pretrained"  # pretrained weights where a model has them, or random
     checkpoint: str | None = None  # weights to load (local folder or hub id)
+    resume: bool = False  # tasks that train: continue from the run's last training checkpoint
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  # model.<field>=...
     task_options: Mapping[str, Any] = field(default_factory=dict)  # task.<option>=...
 

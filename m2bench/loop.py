@@ -1,23 +1,36 @@
-"""The one training loop: AdamW, linear warm-up then linear decay, gradient clipping and
-accumulation, autocast, progress bar, per-step logging through a callback.
+"""The one training loop: AdamW, warm-up then linear or cosine decay, gradient clipping and
+accumulation, autocast, progress bar, per-step logging through callbacks, checkpoints every N
+steps and resumption from the last one.
 
 Defaults follow the LoCo paper's retrieval fine-tuning (sentence-transformers ``fit``): AdamW with
 weight decay 0.01 except on biases and norm weights, 10% warm-up, ``WarmupLinear`` decay, gradient
-norm clipped at 1.0.
+norm clipped at 1.0. ``schedule="cosine"`` is the GPT/Hyena pre-training schedule (warm-up, then
+cosine to ``min_lr_frac`` x lr).
+
+A checkpoint (``<dir>/last.pt``, written atomically) holds the model, the optimizer state, the
+step, the position in the epoch and the random-number states; ``resume`` restarts from it, skipping
+the micro-batches already consumed (the task's ``batches(epoch)`` must be deterministic per epoch),
+so an interrupted run continues where its last checkpoint left it.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from m2bench import timing
 from m2bench.encoding import autocast
-from m2bench.errors import ModelFailure
+from m2bench.errors import DataError, ModelFailure
+
+SCHEDULES = ("linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,23 @@ class TrainConfig:
     grad_accum: int = 32  # micro-batches per optimizer step
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; bounds ``epochs``
+    schedule: str = "linear"  # after warm-up: linear to 0, or cosine to min_lr_frac * lr
+    min_lr_frac: float = 0.0  # cosine floor as a fraction of lr
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often :func:`train` saves, and whether it resumes.
+
+    Attributes:
+        folder: checkpoints go to ``folder/last.pt``.
+        every: optimizer steps between checkpoints (the last step is always saved).
+        resume: start from ``folder/last.pt`` if it exists.
+    """
+
+    folder: Path
+    every: int = 1000
+    resume: bool = False
 
 
 @dataclass
@@ -45,6 +75,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # mean loss of each optimizer step
     seconds: float = 0.0
     samples: int = 0
+    tokens: int = 0
+    resumed_from: int = 0  # the step a resumed run started from (0: a fresh run)
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -74,20 +106,37 @@ OptimizerFactory = Callable[
 ]
 
 
+def lr_factor(cfg: TrainConfig, step: int, n_steps: int) -> float:
+    """The multiplier of the peak lr after ``step`` optimizer steps (0 = before the first).
+
+    Warm-up rises linearly over ``warmup_frac * n_steps`` steps (sentence-transformers'
+    ``WarmupLinear``: ``(step + 1) / (warmup + 1)``); then linear decay to 0 or cosine decay to
+    ``min_lr_frac``.
+    """
+    warmup = int(cfg.warmup_frac * n_steps)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, n_steps - warmup))
+        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+
 def warmup_linear(cfg: TrainConfig) -> OptimizerFactory:
-    """AdamW over :func:`param_groups` with sentence-transformers' ``WarmupLinear`` schedule."""
+    """AdamW over :func:`param_groups` with :func:`lr_factor`'s schedule (``cfg.schedule``)."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
 
     def make(model: torch.nn.Module, n_steps: int):
-        warmup = int(cfg.warmup_frac * n_steps)
         opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        peaks = [g["lr"] for g in opt.param_groups]
 
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+        def set_lr(step: int) -> None:
+            for group, peak in zip(opt.param_groups, peaks, strict=True):
+                group["lr"] = peak * lr_factor(cfg, step, n_steps)
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-        return opt, lambda _step: sched.step()
+        set_lr(0)
+        return opt, set_lr
 
     return make
 
@@ -111,12 +160,17 @@ def train(
     batch_size: Callable[[Any], int] = lambda b: 1,
     progress: bool = True,
     optimizer: OptimizerFactory | None = None,
+    tokens: Callable[[Any], int] | None = None,
+    on_throughput: Callable[[int, float, float], None] | None = None,
+    throughput_every: int = 10,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainResult:
     """Train ``model`` in place.
 
     Args:
         model: on ``device``.
-        batches: ``batches(epoch)`` yields the micro-batches of one epoch (shuffled by the task).
+        batches: ``batches(epoch)`` yields the micro-batches of one epoch (shuffled by the task;
+            the same for the same epoch, so that a resumed run can skip what it has seen).
         loss_fn: scalar mean loss of one micro-batch.
         micro_batches_per_epoch: length of one epoch, for the schedule.
         cfg: optimisation settings.
@@ -125,57 +179,138 @@ def train(
         on_step: called after each optimizer step with (step, mean loss, lr).
         batch_size: samples in a micro-batch (for throughput).
         progress: show a progress bar.
-        optimizer: ``optimizer(model, n_steps) -> (optimizer, set_lr)`` where ``set_lr(step)`` is
-            called after each optimizer step (e.g. timm's optimizer and scheduler factories);
-            default: AdamW with ``cfg``'s groups and :func:`warmup_linear`.
+        optimizer: ``optimizer(model, n_steps) -> (optimizer, set_lr)`` where ``set_lr(step)``
+            sets the lr after ``step`` optimizer steps (e.g. timm's optimizer and scheduler
+            factories); default: AdamW with ``cfg``'s groups and :func:`lr_factor`'s schedule.
+        tokens: tokens in a micro-batch (for throughput).
+        on_throughput: called every ``throughput_every`` steps with (step, samples/s, tokens/s)
+            over those steps (device-synchronised).
+        throughput_every: optimizer steps per throughput reading.
+        checkpointing: save every N steps to a folder and optionally resume from it.
 
     Raises:
-        ModelFailure: the loss became NaN or infinite.
+        ModelFailure: the loss became NaN or infinite, or the data yielded no batch.
+        DataError: the checkpoint to resume from cannot be read.
     """
     from tqdm.auto import tqdm
 
     n_steps = total_steps(cfg, micro_batches_per_epoch)
     opt, set_lr = (optimizer or warmup_linear(cfg))(model, n_steps)
-    model.train()
     result = TrainResult(steps=0, micro_batches=0)
-    bar = tqdm(total=n_steps, desc="train", unit="step", disable=not progress, leave=False)
-    window: list[float] = []
+    epoch, skip = 0, 0
+    if checkpointing is not None and checkpointing.resume:
+        epoch, skip = _restore(checkpointing.folder, model, opt, result)
+        set_lr(result.steps)
+    model.train()
+    bar = tqdm(total=n_steps, initial=result.steps, desc="train", unit="step",
+               disable=not progress, leave=False)  # fmt: skip
+    window: list[torch.Tensor] = []
+    rate = _Rate(device)
     with timing.Stopwatch(device) as sw:
-        epoch = 0
         while result.steps < n_steps:
-            before = result.micro_batches
-            for batch in batches(epoch):
+            seen = 0
+            for seen, batch in enumerate(batches(epoch), start=1):
+                if seen <= skip:  # consumed before the checkpoint this run resumed from
+                    continue
                 with autocast(device, precision):
                     loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    raise ModelFailure(
-                        f"training loss is {loss.item()} at step {result.steps}; "
-                        "lower train.lr or use precision=fp32"
-                    )
                 (loss / cfg.grad_accum).backward()
-                window.append(loss.item())
+                window.append(loss.detach().float())
                 result.micro_batches += 1
-                result.samples += batch_size(batch)
-                if len(window) == cfg.grad_accum:
-                    if cfg.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    mean = sum(window) / len(window)
-                    result.losses.append(mean)
-                    result.steps += 1
-                    set_lr(result.steps)
-                    window = []
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{mean:.4f}")
-                    if on_step is not None:
-                        on_step(result.steps, mean, opt.param_groups[-1]["lr"])
-                    if result.steps >= n_steps:
-                        break
-            if result.micro_batches == before:
-                raise ModelFailure("the training data yielded no batches; check --train-data")
+                n_samples, n_tokens = batch_size(batch), tokens(batch) if tokens else 0
+                result.samples += n_samples
+                result.tokens += n_tokens
+                rate.add(n_samples, n_tokens)
+                if len(window) < cfg.grad_accum:
+                    continue
+                mean = torch.stack(window).mean().item()  # one host sync per optimizer step
+                if not math.isfinite(mean):
+                    raise ModelFailure(f"training loss is {mean} at step {result.steps}; "
+                                       "lower the learning rate or use precision=fp32")  # fmt: skip
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                result.losses.append(mean)
+                result.steps += 1
+                set_lr(result.steps)
+                window = []
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean:.4f}")
+                if on_step is not None:
+                    on_step(result.steps, mean, opt.param_groups[-1]["lr"])
+                if on_throughput is not None and result.steps % throughput_every == 0:
+                    on_throughput(result.steps, *rate.read())
+                done = result.steps >= n_steps
+                if checkpointing is not None and (done or result.steps % checkpointing.every == 0):
+                    _save(checkpointing.folder, model, opt, result, epoch, seen)
+                if done:
+                    break
+            if seen == 0:
+                raise ModelFailure("the training data yielded no batches; check the data")
+            skip = 0
             epoch += 1
     bar.close()
     model.eval()
     result.seconds = sw.seconds
     return result
+
+
+class _Rate:
+    """Samples and tokens per second between two readings (device-synchronised)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.samples, self.tokens = device, 0, 0
+        self.watch = timing.Stopwatch(device).__enter__()
+
+    def add(self, samples: int, tokens: int) -> None:
+        self.samples += samples
+        self.tokens += tokens
+
+    def read(self) -> tuple[float, float]:
+        self.watch.__exit__()
+        seconds = max(self.watch.seconds, 1e-9)
+        out = (self.samples / seconds, self.tokens / seconds)
+        self.samples, self.tokens = 0, 0
+        self.watch = timing.Stopwatch(self.device).__enter__()
+        return out
+
+
+def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) -> None:
+    """Write ``folder/last.pt`` atomically (a crash mid-write keeps the previous checkpoint)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": result.steps,
+        "epoch": epoch, "micro_batches_in_epoch": seen, "micro_batches": result.micro_batches,
+        "samples": result.samples, "tokens": result.tokens, "losses": result.losses,
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }  # fmt: skip
+    tmp = folder / "last.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / "last.pt")
+
+
+def _restore(folder: Path, model, opt, result: TrainResult) -> tuple[int, int]:
+    """Load ``folder/last.pt`` into model, optimizer and result; (epoch, micro-batches to skip)."""
+    path = folder / "last.pt"
+    if not path.is_file():
+        return 0, 0  # nothing to resume: a fresh run
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise DataError(f"cannot resume from {path} ({str(exc).splitlines()[0][:120]}); "
+                        "delete it to start afresh") from None  # fmt: skip
+    result.steps = result.resumed_from = state["step"]
+    result.micro_batches, result.samples = state["micro_batches"], state["samples"]
+    result.tokens, result.losses = state["tokens"], list(state["losses"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state["epoch"], state["micro_batches_in_epoch"]

@@ -138,6 +138,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
                 max_steps=cfg.max_steps,
                 epochs=cfg.epochs,
                 log_metrics=run.log_step,
+                resume=cfg.resume,
             )
         elif isinstance(model, torch.nn.Module):
             model.to(device).eval()

@@ -135,6 +135,7 @@ class EvalContext:
     max_steps: int | None = None
     epochs: float | None = None
     log_metrics: Any = None  # (metrics: dict[str, float], step: int) -> None
+    resume: bool = False  # continue from the last training checkpoint in ``out_dir``
 
 
 @dataclass(frozen=True)

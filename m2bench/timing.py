@@ -89,3 +89,20 @@ class Throughput:
         """Rates of ``items`` and ``tokens`` processed in ``seconds``."""
         s = max(seconds, 1e-9)
         return cls(items / s, tokens / s)
+
+
+#: dense bf16/fp16 tensor-core peak FLOP/s by GPU name fragment (vendor datasheets, no sparsity)
+PEAK_FLOPS_BF16 = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12),
+                   ("A10G", 70e12), ("L4", 121e12), ("RTX 4090", 165e12))  # fmt: skip
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The GPU's datasheet peak FLOP/s for ``precision`` (bf16/fp16), or None when unknown.
+
+    Model FLOPs utilisation (MFU) = achieved model FLOP/s / this peak. fp32 and CPUs have no
+    entry: MFU is then not reported.
+    """
+    if device.type != "cuda" or precision not in ("bf16", "fp16"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS_BF16 if key in name), None)

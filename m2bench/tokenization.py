@@ -1,6 +1,7 @@
-"""The bert-base-uncased WordPiece tokenizer shipped with m2bench (``m2bench/assets``) and the
-one text-pair tokenisation that M2-BERT, BERT and the dense-mixer BERT share, so that every model
-of a comparison reads the same word pieces."""
+"""The tokenizers shipped with m2bench (``m2bench/assets``): the bert-base-uncased WordPiece
+tokenizer with the one text-pair tokenisation that M2-BERT, BERT and the dense-mixer BERT share,
+and the GPT-2 byte-level BPE that every causal language model of m2bench reads, so that every
+model of a comparison sees the same tokens."""
 
 from __future__ import annotations
 
@@ -13,6 +14,32 @@ from m2bench.errors import ConfigError, DataError
 
 #: bert-base-uncased WordPiece files shipped with m2bench (see SOURCE.md there).
 VOCAB_DIR = Path(__file__).resolve().parent / "assets" / "bert-uncased-vocab"
+#: OpenAI GPT-2 BPE files (encoder.json, vocab.bpe) shipped with m2bench (see SOURCE.md there).
+GPT2_DIR = Path(__file__).resolve().parent / "assets" / "gpt2-bpe"
+GPT2_VOCAB = 50257  # GPT-2 tokens; models pad their tables to a multiple of 8 (50264)
+GPT2_EOS = 50256  # <|endoftext|>
+
+
+@functools.lru_cache(maxsize=1)
+def gpt2_tokenizer() -> object:
+    """GPT-2's byte-level BPE (``tokenizers.Tokenizer``; 50,257 tokens, ``<|endoftext|>`` = 50256).
+
+    ``encode(text).ids`` gives GPT-2's ids (e.g. "That's my beautiful and sweet string" ->
+    [2504, 338, 616, 4950, 290, 6029, 4731]); ``decode(ids)`` the text.
+
+    Raises:
+        DataError: when the BPE files are not installed with m2bench.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab, merges = GPT2_DIR / "encoder.json", GPT2_DIR / "vocab.bpe"
+    for path in (vocab, merges):
+        if not path.is_file():
+            raise DataError(f"GPT-2 BPE file {path} is missing; reinstall m2bench")
+    tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
 
 
 @functools.lru_cache(maxsize=1)

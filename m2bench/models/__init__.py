@@ -28,4 +28,4 @@ def count_params(model: torch.nn.Module, *, non_embedding: bool = False) -> int:
     return total
 
 
-from m2bench.models import m2_bert, m2_vit  # noqa: E402,F401  (import = registration)
+from m2bench.models import m2_bert, m2_gpt, m2_vit  # noqa: E402,F401  (import = registration)
