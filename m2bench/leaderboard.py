@@ -81,11 +81,11 @@ def _task_rows(task: str, runs: pd.DataFrame) -> pd.DataFrame:
         table[col[len("metrics.") :]] = runs[col].to_numpy()
     table.insert(3, "main_metric", spec.metric)
     table.insert(4, "score", table.get(spec.metric))
-    table = table.sort_values(
-        [*GROUP, "score", "model"],
-        ascending=[True] * len(GROUP) + [not spec.higher_is_better, True],
-        na_position="last",
-    )
+    # a task whose score direction varies by subtask (lm-eval) states it in each run's tags
+    stated = runs.get("tags.higher_is_better", pd.Series(index=runs.index, dtype=object))
+    higher = stated.map({"true": True, "false": False}).fillna(spec.higher_is_better)
+    table["_key"] = table["score"].where(~higher.astype(bool).to_numpy(), -table["score"])
+    table = table.sort_values([*GROUP, "_key", "model"], na_position="last").drop(columns="_key")
     table.insert(0, "rank", table.groupby(GROUP, sort=False).cumcount() + 1)
     return table.reset_index(drop=True)
 

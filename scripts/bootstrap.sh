@@ -20,6 +20,6 @@ if ! "$venv/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   else torch="torch==2.14.1 torchvision==0.29.1"; fi
   "${pip[@]}" $torch 2> >(grep -v "is ignored: it is neither" >&2)
 fi
-"${pip[@]}" -e "$root[dev,vision]" 2> >(grep -v -e "is ignored: it is neither" -e "^ *$" >&2)
+"${pip[@]}" -e "$root[dev,vision,lm]" 2> >(grep -v -e "is ignored: it is neither" -e "^ *$" >&2)
 echo "$want" > "$stamp"
 echo "m2bench: installed ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2

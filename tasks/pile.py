@@ -13,9 +13,9 @@ Data: jsonl or jsonl.zst files of ``{"text": ..., "meta": {"pile_set_name": ...}
 - ``--data-dir DIR`` in the Pile's own layout: ``DIR/train/*.jsonl[.zst]``, ``DIR/val.jsonl[.zst]``,
   ``DIR/test.jsonl[.zst]`` (``train`` may be absent with ``task.train=false``);
 - ``--sample``: **not the Pile** (no Pile sample is available offline): tinyshakespeare (train:
-  first 90% of its lines; validation: the rest) and the WikiText-2 raw test split (test, one
-  document per article), bundled in ``tasks/data/lm_text``; their sets are named
-  ``tinyshakespeare`` and ``wikitext2``.
+  first 90% of its lines; validation: the rest, in documents of 40 lines) and the WikiText-2
+  raw test split (test, one document per article), bundled in ``tasks/data/lm_text``; their
+  sets are named ``tinyshakespeare`` and ``wikitext2``.
 
 Protocol: documents are tokenised with GPT-2's BPE (``m2bench.tokenization.gpt2_tokenizer``) and
 each ends with ``<|endoftext|>``; documents shorter than the context are packed with the next
@@ -204,7 +204,9 @@ def _sample(limit: int | None) -> tuple[dict[str, list[dict]], dict[str, str]]:
     lines = (folder / "tinyshakespeare.txt").read_text(encoding="utf-8").split("\n")
     cut = int(0.9 * len(lines))
     shakes = [{"text": "\n".join(lines[:cut]), "set": "tinyshakespeare"}]
-    val = [{"text": "\n".join(lines[cut:]), "set": "tinyshakespeare"}]
+    # validation documents: blocks of 40 lines (so that --limit can bound them too)
+    val = [{"text": "\n".join(lines[i : i + 40]), "set": "tinyshakespeare"}
+           for i in range(cut, len(lines), 40)][:limit]  # fmt: skip
     wiki = _wikitext_articles((folder / "wiki.test.raw").read_text(encoding="utf-8"))
     test = [{"text": t, "set": "wikitext2"} for t in wiki][:limit]
     prov = {"data_source": "sample:lm_text (stand-in: tinyshakespeare, wikitext2; not the Pile)",
