@@ -209,7 +209,8 @@ def _sample(limit: int | None) -> tuple[dict[str, list[dict]], dict[str, str]]:
            for i in range(cut, len(lines), 40)][:limit]  # fmt: skip
     wiki = _wikitext_articles((folder / "wiki.test.raw").read_text(encoding="utf-8"))
     test = [{"text": t, "set": "wikitext2"} for t in wiki][:limit]
-    prov = {"data_source": "sample:lm_text (stand-in: tinyshakespeare, wikitext2; not the Pile)",
+    prov = {"data_source": "sample:lm_text (stand-in text: tinyshakespeare train/validation, "
+                           "wikitext2 test)",
             "data_revision": "sha256:" + digest}  # fmt: skip
     return {"train": shakes, "validation": val, "test": test}, prov
 
