@@ -202,3 +202,21 @@ class ImplicitLongConv(nn.Module):
         """Convolve ``x`` (B, C, L)."""
         k_fwd, k_rev = self.filter(x.shape[-1])
         return fft_conv(x, k_fwd, k_rev, self.skip)
+
+
+def hyena_param_groups(module: nn.Module, lr: float, *, pos_lr: float = 1e-5) -> list[dict]:
+    """The Hyena (safari) optimizer groups of every :class:`HyenaFilter` in ``module``.
+
+    Filter MLPs (forward and reverse) and their Sin frequency train at ``lr`` without weight
+    decay; the positional features ``z`` at ``pos_lr`` (Hyena's ``lr_pos_emb``) without decay. The
+    skip ``D`` of the long convolutions (1-D) is left to the caller's no-decay rule.
+    """
+    mlp, pos = [], []
+    for f in (m for m in module.modules() if isinstance(m, HyenaFilter)):
+        mlp += [p for m in (f.mlp_fwd, f.mlp_rev) if m is not None for p in m.parameters()]
+        mlp.append(f.freq)
+        pos.append(f.z)
+    return [
+        {"params": mlp, "lr": lr, "weight_decay": 0.0},
+        {"params": pos, "lr": pos_lr, "weight_decay": 0.0},
+    ]

@@ -75,7 +75,7 @@ from torch import nn
 
 from m2bench.errors import ConfigError
 from m2bench.layers import TRITON_COVERAGE, check_kernel
-from m2bench.layers.long_conv import HyenaFilter
+from m2bench.layers.long_conv import hyena_param_groups
 from m2bench.layers.mixer import M2SequenceMixer
 from m2bench.layers.monarch import BlockdiagLinear
 from m2bench.registry import register_model
@@ -198,10 +198,6 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _filters(module: nn.Module) -> list[HyenaFilter]:
-    return [m for m in module.modules() if isinstance(m, HyenaFilter)]
-
-
 def flops_per_token(model: M2GPT, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward) of ``model`` at context ``seq_len``.
 
@@ -287,14 +283,7 @@ class M2GPT(nn.Module):
         long convolution (1-D) is left to the caller's no-decay rule.
         """
         del weight_decay  # filter weight decay is 0 whatever the base value
-        mlp, pos = [], []
-        for f in _filters(self):
-            mlp += [*f.mlp_fwd.parameters(), f.freq]
-            pos.append(f.z)
-        return [
-            {"params": mlp, "lr": lr, "weight_decay": 0.0},
-            {"params": pos, "lr": _POS_EMB_LR, "weight_decay": 0.0},
-        ]
+        return hyena_param_groups(self, lr, pos_lr=_POS_EMB_LR)
 
     def run_tags(self) -> dict[str, str]:
         """Which implementation and mixer run, and the context length (run tags)."""

@@ -46,7 +46,7 @@ from torch import nn
 
 from m2bench.errors import ConfigError, M2BenchError, WeightsUnavailable
 from m2bench.layers import TRITON_COVERAGE, check_kernel
-from m2bench.layers.long_conv import HyenaFilter
+from m2bench.layers.long_conv import HyenaFilter, hyena_param_groups
 from m2bench.layers.mixer import M2SequenceMixer
 from m2bench.layers.monarch import BlockdiagLinear
 from m2bench.registry import register_model
@@ -201,10 +201,6 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _filters(module: nn.Module) -> list[HyenaFilter]:
-    return [m for m in module.modules() if isinstance(m, HyenaFilter)]
-
-
 class M2ViT(nn.Module):
     """The M2-ViT backbone (``image`` kind): images (B, C, H, W) -> pooled features (B, d)."""
 
@@ -218,7 +214,8 @@ class M2ViT(nn.Module):
         rates = [config.drop_path * i / max(config.depth - 1, 1) for i in range(config.depth)]
         self.blocks = nn.ModuleList(M2ViTBlock(config, rate) for rate in rates)
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        inside_filters = {id(m) for f in _filters(self) for m in f.modules()}
+        filters = [m for m in self.modules() if isinstance(m, HyenaFilter)]
+        inside_filters = {id(m) for f in filters for m in f.modules()}
         for m in self.modules():
             if id(m) not in inside_filters:
                 _init_weights(m)
@@ -249,16 +246,8 @@ class M2ViT(nn.Module):
         filters' positional features ``z`` at lr 1e-5 without decay. The filters' skip ``D``
         (1-D, like safari's filter ``bias``) is left to the caller's no-decay rule.
         """
-        del weight_decay  # filter weight decay is 0 in Hyena ViT, whatever the base value
-        mlp, pos = [], []
-        for f in _filters(self):
-            mlp += [p for m in (f.mlp_fwd, f.mlp_rev) if m is not None for p in m.parameters()]
-            mlp.append(f.freq)
-            pos.append(f.z)
-        return [
-            {"params": mlp, "lr": lr, "weight_decay": 0.0},
-            {"params": pos, "lr": _POS_EMB_LR, "weight_decay": 0.0},
-        ]
+        del weight_decay  # filter weight decay is 0 whatever the base value
+        return hyena_param_groups(self, lr, pos_lr=_POS_EMB_LR)
 
     def no_weight_decay(self) -> set[str]:
         """timm's hook: no class token or position table, so nothing is exempted by name."""
