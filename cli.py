@@ -92,6 +92,7 @@ def main(verbose: bool) -> None:
     help="Tasks that train: continue from the last checkpoint in OUT/<task>/<model>/checkpoints.",
 )
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings.")
+@click.option("--pred-len", type=int, help="Forecasting tasks: horizon H (= task.pred_len=H).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @_friendly
@@ -112,6 +113,9 @@ def run(
 
     flags["sample"] = flags["sample"] or None
     flags["resume"] = flags["resume"] or None
+    pred_len = flags.pop("pred_len")
+    if pred_len is not None:
+        overrides = (*overrides, f"task.pred_len={pred_len}")
     results = run_task(
         task,
         models,

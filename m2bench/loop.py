@@ -164,6 +164,7 @@ def train(
     on_throughput: Callable[[int, float, float], None] | None = None,
     throughput_every: int = 10,
     checkpointing: Checkpointing | None = None,
+    on_epoch_end: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place.
 
@@ -187,6 +188,8 @@ def train(
             over those steps (device-synchronised).
         throughput_every: optimizer steps per throughput reading.
         checkpointing: save every N steps to a folder and optionally resume from it.
+        on_epoch_end: called after each complete epoch with its index (0-based); returning True
+            stops training (early stopping on a validation score, as TSLib does).
 
     Raises:
         ModelFailure: the loss became NaN or infinite, or the data yielded no batch.
@@ -249,7 +252,10 @@ def train(
             if seen == 0:
                 raise ModelFailure("the training data yielded no batches; check the data")
             skip = 0
+            stop = result.steps < n_steps and on_epoch_end is not None and on_epoch_end(epoch)
             epoch += 1
+            if stop:
+                break
     bar.close()
     model.eval()
     result.seconds = sw.seconds

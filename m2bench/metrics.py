@@ -214,3 +214,12 @@ def topk_accuracy(
         f"top{k}": 100.0 * float(top_k_accuracy_score(labels, scores, k=k, labels=classes))
         for k in ks
     }
+
+
+def point_errors(truth: Any, pred: Any) -> dict[str, float]:
+    """MSE and MAE over every entry (forecasting, imputation), with scikit-learn."""
+    import numpy as np
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    y, p = np.asarray(truth, dtype=np.float64).ravel(), np.asarray(pred, dtype=np.float64).ravel()
+    return {"mse": float(mean_squared_error(y, p)), "mae": float(mean_absolute_error(y, p))}

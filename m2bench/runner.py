@@ -131,8 +131,11 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         train_ctx = {}
         if spec.trains:  # fine-tuning jobs build fresh weights; this instance only gave the specs
             train_ctx = dict(
-                build_model=lambda: create_model(
-                    cfg.model, init=cfg.init, checkpoint=cfg.checkpoint, **cfg.model_overrides
+                build_model=lambda **geometry: create_model(  # the task may fix input shapes
+                    cfg.model,
+                    init=cfg.init,
+                    checkpoint=cfg.checkpoint,
+                    **{**cfg.model_overrides, **geometry},
                 ).to(device),
                 seeds=cfg.seeds or (cfg.seed,),
                 max_steps=cfg.max_steps,
@@ -156,7 +159,8 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         score = result.metrics.get(spec.metric)
         if score is None or not np.isfinite(score):
             raise ModelFailure(f"task {spec.name} returned no finite {spec.metric} ({score})")
-        metrics = {**result.metrics, **result.perf, **param_counts(model)}
+        # a task that builds its model at its own geometry reports that model's parameters
+        metrics = {**param_counts(model), **result.metrics, **result.perf}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         run.log_metrics(metrics)
         run.set_tags(result.tags)

@@ -130,7 +130,7 @@ class EvalContext:
     progress: bool = True
     # for tasks that train (``spec.trains``): a fresh model per fine-tuning job, the seeds, the
     # bounds of each job, and a logger of per-step metrics into the run
-    build_model: Any = None  # () -> model, fresh weights, on ``device``
+    build_model: Any = None  # (**config overrides) -> model, fresh weights, on ``device``
     seeds: tuple[int, ...] = (0,)
     max_steps: int | None = None
     epochs: float | None = None

@@ -1,0 +1,163 @@
+"""ts-forecast on the real bundled series: TSLib's windows and scaler, metrics by hand, bad CSVs,
+DLinear, exactly-once scoring and the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import main
+from m2bench import tracking
+from m2bench.data import sample_dir
+from m2bench.errors import DataError
+from m2bench.metrics import point_errors
+from m2bench.registry import create_model, get_task
+from m2bench.specs import EvalContext
+from tasks import ts_data, ts_forecast
+
+TS = sample_dir("ts")
+TASK = get_task("ts-forecast")
+
+
+def _series(name: str, seq_len: int):
+    path, source, rev = ts_data.locate(name, None, True)
+    return ts_data.read_series(name, path, seq_len, source, rev)
+
+
+@pytest.mark.parametrize(
+    ("name", "seq_len", "pred_len", "counts"),
+    [
+        ("ETTh1", 96, 96, (8449, 2785, 2785)),
+        ("ETTh1", 96, 192, (8353, 2689, 2689)),
+        ("ETTh2", 96, 336, (8209, 2545, 2545)),
+        ("ETTh1", 96, 720, (7825, 2161, 2161)),
+        ("Exchange", 96, 96, (5120, 665, 1422)),
+        ("Exchange", 96, 720, (4496, 41, 798)),
+        ("ILI", 36, 24, (617, 74, 170)),
+        ("ILI", 36, 60, (581, 38, 134)),
+    ],
+)
+def test_window_counts_match_tslib(name, seq_len, pred_len, counts):
+    s = _series(name, seq_len)
+    assert tuple(s.windows(x, seq_len, pred_len) for x in ("train", "validation", "test")) == counts
+
+
+def test_scaler_is_fitted_on_the_training_rows_only():
+    s = _series("ETTh1", 96)
+    raw = pd.read_csv(TS / "ETTh1.csv")[s.columns].to_numpy(np.float64)
+    np.testing.assert_allclose(s.mean, raw[:8640].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(s.scale, raw[:8640].std(0), rtol=1e-6)  # population std
+    np.testing.assert_allclose(s.mean, [7.9377, 2.0210, 5.0798, 0.7462, 2.7818, 0.7885, 17.1283],
+                               atol=1e-4)  # fmt: skip
+    assert not np.allclose(s.mean, raw.mean(0), rtol=1e-3)  # the whole file would differ
+    np.testing.assert_allclose(s.inverse(s.values[:5]), raw[:5], rtol=1e-5)
+    assert s.columns[-1] == "OT" and s.borders["test"] == (11520 - 96, 14400)
+
+
+def test_point_errors_by_hand():
+    got = point_errors([[1.0, 2.0], [3.0, 4.0]], [[1.0, 0.0], [6.0, 4.0]])
+    assert got == {"mse": pytest.approx((0 + 4 + 9 + 0) / 4), "mae": pytest.approx(5 / 4)}
+
+
+def _csv(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(tmp_path / "ETTh1.csv", index=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda f: f.drop(columns=["OT"]), "no target column 'OT'"),
+        (
+            lambda f: f.assign(HULL=f["HULL"].astype(object).where(f.index != 5, "n/a?")),
+            r"column 'HULL' row 7 is not a number \('n/a\?'\)",
+        ),
+        (lambda f: f[["HUFL", "date", "OT"]], "first column must be 'date'"),
+        (lambda f: f.assign(MUFL=f["MUFL"].where(f.index != 3)), "column 'MUFL' row 5 is empty"),
+    ],
+)
+def test_bad_csv_is_a_clear_error(tmp_path, mutate, match):
+    frame = mutate(pd.read_csv(TS / "ETTh1.csv"))
+    with pytest.raises(DataError, match=match):
+        TASK.load("test", data_dir=_csv(tmp_path, frame), subtask="ETTh1")
+
+
+def test_missing_file_and_unknown_dataset_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"no ETTh2.csv in .*ETT-small/ETTh2.csv"):
+        TASK.load("test", data_dir=tmp_path, subtask="ETTh2")
+    with pytest.raises(DataError, match="unknown time-series dataset 'ETTh9'"):
+        TASK.load("test", sample=True, subtask="ETTh9")
+    (tmp_path / "ETT-small").mkdir()  # TSLib's own sub-folder layout is found too
+    shutil.copy(TS / "ETTh2.csv", tmp_path / "ETT-small" / "ETTh2.csv")
+    assert TASK.load("test", data_dir=tmp_path, subtask="ETTh2").provenance["dataset"] == "ETTh2"
+
+
+def test_dlinear_decomposition_and_shapes():
+    model = create_model("dlinear", seq_len=96, pred_len=24, enc_in=7)
+    const = torch.full((2, 96, 7), 3.0)
+    seasonal, trend = __import__("baselines.dlinear", fromlist=["x"]).series_decomp(const, 25)
+    assert torch.allclose(trend, const) and torch.allclose(seasonal, torch.zeros_like(const))
+    # weights start at 1/L: a constant input maps to (1/L * L) * c + biases on the trend path
+    out = model(const)
+    assert out.shape == (2, 24, 7)
+    bias = model.seasonal[0].bias + model.trend[0].bias
+    torch.testing.assert_close(out[0, :, 0], 3.0 + bias, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="seq_len 96"):
+        model(torch.zeros(1, 95, 7))
+
+
+def test_every_test_window_scored_once_and_legacy_drop_last(tmp_path):
+    s = _series("ETTh1", 96)
+    starts = ts_forecast._starts(s, "test", 96, 96)
+    net = create_model("dlinear")
+    ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=32, out_dir=tmp_path)
+    pred, truth, _ = ts_forecast._predict(net, torch.from_numpy(s.values), starts, 96, 96, ctx,
+                                          ts_forecast.Recipe())  # fmt: skip
+    assert pred.shape == truth.shape == (2785, 96, 7)
+    np.testing.assert_array_equal(truth[-1], s.values[14400 - 96 : 14400])  # the last window
+
+
+def test_cli_sample_run_trains_and_logs(store: Path):
+    args = ["run", "--task", "ts-forecast:ETTh1", "--sample", "--model", "dlinear", "--pred-len",
+            "192", "--no-progress"]  # fmt: skip
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    tracking._client.cache_clear()
+    r = tracking.search_runs().iloc[0]
+    assert r["metrics.ETTh1/n_eval"] == 256 and r["tags.pred_len"] == "192"
+    assert r["metrics.params_m"] == pytest.approx(2 * (96 * 192 + 192) / 1e6)
+    assert r["metrics.train/steps"] == 20 and r["tags.protocol"] == "clean"
+    assert 0 < r["metrics.mse"] < 3 and r["metrics.orig_mse"] > r["metrics.mse"]
+    assert r["tags.data_source"] == "sample:ts/ETTh1.csv"
+
+
+def test_type1_lr_halves_after_the_second_epoch():
+    recipe = ts_forecast.Recipe(lr=1e-3)
+    captured = {}
+
+    def fake_train(net, batches, loss_fn, per_epoch, cfg, *, optimizer, **kw):
+        opt, set_lr = optimizer(net, 100)
+        captured["lrs"] = []
+        for step in (0, per_epoch - 1, per_epoch, 2 * per_epoch, 3 * per_epoch):
+            set_lr(step)
+            captured["lrs"].append(opt.param_groups[0]["lr"])
+        raise StopIteration
+
+    values = torch.zeros(500, 1)
+    windows = {"train": list(range(64)), "validation": [0], "test": [0]}
+    ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=8, out_dir=".")
+    orig = ts_forecast.loop.train
+    ts_forecast.loop.train = fake_train
+    try:
+        with pytest.raises(StopIteration):
+            ts_forecast._train(create_model("dlinear", enc_in=1), values, windows, 96, 96,
+                               recipe, ctx)  # fmt: skip
+    finally:
+        ts_forecast.loop.train = orig
+    assert captured["lrs"] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4])
