@@ -21,5 +21,8 @@ if ! "$venv/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   "${pip[@]}" $torch 2> >(grep -v "is ignored: it is neither" >&2)
 fi
 "${pip[@]}" -e "$root[dev,vision,lm]" 2> >(grep -v -e "is ignored: it is neither" -e "^ *$" >&2)
+# lm-eval has no plugin hook for models: a .pth line lets `lm_eval --model m2bench` find the adapter
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "import _m2bench_lm_eval_hook" > "$site/m2bench-lm-eval.pth"
 echo "$want" > "$stamp"
 echo "m2bench: installed ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2

@@ -179,3 +179,20 @@ def test_lm_eval_task_errors(store: Path):
                                     "gpt_tiny", "task.weights=nope.pt"])  # fmt: skip
     assert res.exit_code == 2 and "task.weights nope.pt does not exist" in res.output
     assert _runs().empty  # the refused runs recorded nothing
+
+
+def test_bare_lm_eval_cli_finds_the_m2bench_adapter():
+    """`lm_eval --model m2bench` (lm-eval's own CLI) through the .pth hook bootstrap installs."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    pth = Path(sysconfig.get_paths()["purelib"]) / "m2bench-lm-eval.pth"
+    assert pth.is_file(), f"{pth} is missing: scripts/bootstrap.sh installs it"
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "m2bench", "--model_args",
+           "model=gpt_tiny", "--tasks", "wikitext2_local", "--include_path",
+           "tasks/data/lm_eval", "--limit", "1", "--device", "cpu"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "m2bench ({'model': 'gpt_tiny'})" in out.stdout and "bits_per_byte" in out.stdout
