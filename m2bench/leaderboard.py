@@ -1,8 +1,9 @@
-"""MLflow runs -> one row per (task, version, model, weights, data, hardware) -> CSV (+ PNG).
+"""MLflow runs -> one row per (task, version, setting, model, weights, data, hardware) -> CSV.
 
 The latest FINISHED run of each group is kept; sample runs are left out unless asked for. Rows
-are ranked only within (task, task version, data source, hardware): numbers from different protocol
-versions, data or GPUs are never ranked against each other. The file is written atomically and is
+are ranked only within (task, task version, setting, data source, hardware): numbers from
+different protocol versions, settings (e.g. forecast horizons), data or GPUs are never ranked
+against each other. The file is written atomically and is
 byte-identical when regenerated from the same runs.
 """
 
@@ -20,11 +21,14 @@ from m2bench.errors import M2BenchError
 from m2bench.registry import get_task
 
 log = logging.getLogger(__name__)
-GROUP = ["task", "task_version", "data_source", "data_revision", "hardware"]
+# ``setting``: a run tag for what else makes two runs incomparable (a forecast horizon, an lm-eval
+# task); empty for tasks that have none
+GROUP = ["task", "task_version", "setting", "data_source", "data_revision", "hardware"]
 KEY = [*GROUP, "model", "init", "weights_source"]
 TAG_COLUMNS = [
     "task",
     "task_version",
+    "setting",
     "model",
     "family",
     "kind",

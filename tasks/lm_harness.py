@@ -108,6 +108,7 @@ class LmEval:
             results.get("higher_is_better", {}).get(names[0], {}).get(first.split("/")[1], True)
         )
         tags = {"score_metric": first, "higher_is_better": str(bool(higher)).lower(),
+                "setting": "+".join(names) + f" fewshot={ctx.options.get('num_fewshot')}",
                 "lm_eval_tasks": "+".join(names)}  # fmt: skip
         return EvalOutput(metrics, perf, {}, tags)
 

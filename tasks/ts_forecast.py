@@ -151,6 +151,7 @@ class TsForecast:
         perf = {**stats["perf"], "perf/infer_samples_per_s": len(test) / max(seconds, 1e-9),
                 "perf/peak_mem_gb": timing.peak_memory_gb(ctx.device)}  # fmt: skip
         tags = {"protocol": recipe.protocol, "seq_len": str(seq_len), "pred_len": str(pred_len),
+                "setting": f"{series.name} {seq_len}->{pred_len} {recipe.protocol}",
                 "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={recipe.epochs} "
                           f"patience={recipe.patience} lradj={recipe.lradj}",
                 "legacy_drop_last": str(recipe.legacy_drop_last).lower()}  # fmt: skip

@@ -161,3 +161,15 @@ def test_type1_lr_halves_after_the_second_epoch():
     finally:
         ts_forecast.loop.train = orig
     assert captured["lrs"] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4])
+
+
+def test_leaderboard_keeps_one_row_per_horizon(store: Path):
+    for h in ("96", "192"):
+        args = ["run", "--task", "ts-forecast:ETTh1", "--sample", "--model", "dlinear",
+                "--pred-len", h, "--max-steps", "2", "--no-progress"]  # fmt: skip
+        assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    res = CliRunner().invoke(main, ["leaderboard", "--include-sample", "--out", "lb.csv"])
+    assert res.exit_code == 0, res.output
+    lb = pd.read_csv(store / "lb.csv")
+    assert sorted(lb["setting"]) == ["ETTh1 96->192 clean", "ETTh1 96->96 clean"]
+    assert list(lb["rank"]) == [1, 1]  # different horizons are never ranked together
