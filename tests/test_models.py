@@ -43,6 +43,11 @@ def test_tiny_models_run_and_every_used_parameter_learns(name):
         out = model(torch.randn(2, c.in_chans, c.img_size, c.img_size))
         assert out.shape == (2, model.num_features)
         outs.append(out)
+    if model.spec.kind == "forecast":  # x (B, L, C) -> y (B, H, C)
+        c = model.config
+        out = model(torch.randn(2, c.seq_len, c.enc_in))
+        assert out.shape == (2, c.pred_len, c.enc_in)
+        outs.append(out)
     if model.spec.kind == "causal_lm":  # input_ids (B, L) -> logits (B, L, V)
         ids = torch.randint(0, 50257, (2, 16))
         out = model(ids)
