@@ -30,8 +30,8 @@ registered models use 2, the H 96 value; pass ``n_heads`` for the other horizons
 - ``"monarch"``: :class:`~m2bench.layers.mixer.M2SequenceMixer` (bidirectional, no residual long
   conv) over the patch_num patches, plugged in the same place.
 
-Deviations: the positional embedding is learned (uniform in +-0.02, as the official PatchTST's
-``W_pos``) and not TSLib's fixed sinusoid; the JustDense wrapper's in_proj/LayerNorm/out_proj are
+The positional embedding is TSLib's fixed sinusoid (the official PatchTST learns one).
+Deviations: the JustDense wrapper's in_proj/LayerNorm/out_proj are
 not built (its forward never uses them), so ``patchtst_dense`` counts fewer parameters than the
 fork's JDPatchTST. Attention maps are never returned.
 """
@@ -141,6 +141,18 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + y)
 
 
+def _sinusoid(n: int, d: int) -> torch.Tensor:
+    """Transformer position table: sin at even, cos at odd features (TSLib PositionalEmbedding)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    div = torch.exp(
+        torch.arange(0, d, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / d)
+    )
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)[:, : d // 2]
+    return table
+
+
 class PatchTST(nn.Module):
     """PatchTST forecaster with a swappable patch mixer."""
 
@@ -149,8 +161,7 @@ class PatchTST(nn.Module):
         self.config = c = config
         self.pad = nn.ReplicationPad1d((0, c.stride))
         self.patch_embed = nn.Linear(c.patch_len, c.d_model, bias=False)
-        self.pos = nn.Parameter(torch.empty(c.patch_num, c.d_model))
-        nn.init.uniform_(self.pos, -0.02, 0.02)
+        self.register_buffer("pos", _sinusoid(c.patch_num, c.d_model), persistent=False)
         self.embed_drop = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.e_layers))
         self.norm = nn.BatchNorm1d(c.d_model)
@@ -190,9 +201,9 @@ def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
 
 
 # params_m: count_params at the default geometry (L 96, H 96, C 7).
-_register("patchtst", "attention", 3.7577, tiny=False)
-_register("patchtst_dense", "dense", 2.7073, tiny=False)
-_register("patchtst_monarch", "monarch", 3.9632, tiny=False)
-_register("patchtst_tiny", "attention", 0.0465, tiny=True)
-_register("patchtst_dense_tiny", "dense", 0.0425, tiny=True)
-_register("patchtst_monarch_tiny", "monarch", 0.1228, tiny=True)
+_register("patchtst", "attention", 3.7515, tiny=False)
+_register("patchtst_dense", "dense", 2.7012, tiny=False)
+_register("patchtst_monarch", "monarch", 3.957, tiny=False)
+_register("patchtst_tiny", "attention", 0.0461, tiny=True)
+_register("patchtst_dense_tiny", "dense", 0.0421, tiny=True)
+_register("patchtst_monarch_tiny", "monarch", 0.1225, tiny=True)
