@@ -89,7 +89,7 @@ SPEC = TaskSpec(
         sample=ts_data.SAMPLE,
         citation="TSLib (Wu et al., TimesNet, ICLR 2023); JustDense: arXiv 2508.09153",
     ),
-    default_models=("patchtst", "patchtst_dense", "patchtst_monarch", "dlinear"),
+    default_models=("patchtst", "patchtst_dense", "itransformer", "itransformer_dense", "dlinear"),
     model_kinds=("forecast",),
     sample_size=256,
     trains=True,
