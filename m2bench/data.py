@@ -24,6 +24,17 @@ def data_root() -> Path | None:
     return Path(root) if root else None
 
 
+def dir_source(path: str | Path) -> str:
+    """The ``data_source`` tag of local data: ``dir:<path>``, relative to the repository when the
+    files are inside it (so records of bundled data do not carry one machine's checkout path)."""
+    resolved = Path(path).resolve()
+    root = SAMPLE_ROOT.parent.parent
+    try:
+        return f"dir:{resolved.relative_to(root)}"
+    except ValueError:
+        return f"dir:{resolved}"
+
+
 def sample_dir(name: str) -> Path:
     """Folder of a bundled sample, ``tasks/data/<name>``."""
     return SAMPLE_ROOT / name

@@ -107,7 +107,7 @@ def _folder(root: Path, want_train: bool) -> tuple[dict[str, Any], dict[str, str
     out["eval"] = vision.image_folder(root, "val", classes)
     out["num_classes"] = len(classes or vision.folder_classes(out["eval"]))
     digest = vision.manifest_digest(out["eval"], root)
-    return out, {"data_source": f"dir:{root}", "data_revision": digest}
+    return out, {"data_source": mdata.dir_source(root), "data_revision": digest}
 
 
 def _hub(revision: str, want_train: bool) -> tuple[dict[str, Any], dict[str, str]]:

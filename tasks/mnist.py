@@ -137,7 +137,7 @@ def _bundled(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
         [f"mnist_5k/{i}" for i in range(len(five_x))] + [f"t10k/{i}" for i in even],
     )  # fmt: skip
     evals = vision.ArrayImages(test_x[odd], test_y[odd].tolist(), [f"t10k/{i}" for i in odd])
-    source = f"sample:{SAMPLE}" if folder == mdata.sample_dir(SAMPLE) else f"dir:{folder}"
+    source = f"sample:{SAMPLE}" if folder == mdata.sample_dir(SAMPLE) else mdata.dir_source(folder)
     prov = {"data_source": source,
             "data_revision": "sha256:" + mdata.files_digest([*files, csv]),
             "data_split": "bundled: train = mnist_5k + even t10k, eval = odd t10k"}  # fmt: skip
@@ -151,7 +151,7 @@ def _standard(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
         tables[key] = vision.ArrayImages(x, y.tolist(), [f"{prefix}/{i}" for i in range(len(y))])
         paths += files
     digest = "sha256:" + mdata.files_digest(paths)
-    prov = {"data_source": f"dir:{folder}", "data_revision": digest,
+    prov = {"data_source": mdata.dir_source(folder), "data_revision": digest,
             "data_split": "standard: train 60k, eval t10k"}  # fmt: skip
     return tables, prov
 

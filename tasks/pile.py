@@ -226,7 +226,7 @@ def _folder(root: Path, limit: int | None, train: bool) -> tuple[dict, dict[str,
         n = None if split == "train" else limit
         tables[split] = [row for f in files for row in read_jsonl(f, n)][:n]
     digest = mdata.files_digest([f for s in tables for f in _split_files(root, s)])
-    return tables, {"data_source": f"dir:{root}", "data_revision": "sha256:" + digest}
+    return tables, {"data_source": mdata.dir_source(root), "data_revision": "sha256:" + digest}
 
 
 def _hub(limit: int | None, recipe: Recipe) -> tuple[dict, dict[str, str]]:

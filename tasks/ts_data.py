@@ -115,7 +115,7 @@ def locate(name: str, data_dir: str | Path | None, sample: bool, revision: str =
         root = Path(data_dir)
         for path in (root / fname, root / ds.path):
             if path.is_file():
-                return path, f"dir:{path}", "sha256:" + mdata.sha256(path)
+                return path, mdata.dir_source(path), "sha256:" + mdata.sha256(path)
         raise DataError(f"{name}: no {fname} in {root} (nor {root / ds.path}); {where}")
     try:
         from huggingface_hub import hf_hub_download

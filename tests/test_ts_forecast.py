@@ -173,3 +173,9 @@ def test_leaderboard_keeps_one_row_per_horizon(store: Path):
     lb = pd.read_csv(store / "lb.csv")
     assert sorted(lb["setting"]) == ["ETTh1 96->192 clean", "ETTh1 96->96 clean"]
     assert list(lb["rank"]) == [1, 1]  # different horizons are never ranked together
+
+
+def test_bundled_files_read_through_data_dir_are_recorded_relative_to_the_repo():
+    """Records must not carry one checkout's absolute path (CI and users clone elsewhere)."""
+    data = TASK.load("test", data_dir=str(TS.resolve()), subtask="ETTh1")
+    assert data.provenance["data_source"] == "dir:tasks/data/ts/ETTh1.csv"

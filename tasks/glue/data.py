@@ -226,7 +226,7 @@ def load_glue(
             )
         rows = read_tsv(path, subtask, limit=limit)
         digest = mdata.files_digest([path])
-        return rows, {"data_source": f"dir:{path.resolve()}", "data_revision": f"sha256:{digest}"}
+        return rows, {"data_source": mdata.dir_source(path), "data_revision": f"sha256:{digest}"}
     return read_hub(subtask, hub_split, limit=limit, revision=revision)
 
 

@@ -164,7 +164,7 @@ class LoCoV1:
             qfiles, dfiles = local_files(folder)
             queries, docs = read_local(qfiles), read_local(dfiles)
             digest = mdata.files_digest(qfiles + dfiles)
-            source, rev, where = f"dir:{folder.resolve()}", f"sha256:{digest}", folder
+            source, rev, where = mdata.dir_source(folder), f"sha256:{digest}", folder
         else:
             queries, docs, rev = read_hub(revision or SPEC.source.revision)
             source, where = f"hf:{SPEC.source.hf}", Path("hub")
