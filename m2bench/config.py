@@ -176,3 +176,29 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
     return data
+
+
+def apply_options(
+    base: Any, options: Mapping[str, Any], *, what: str, extra: Sequence[str] = ()
+) -> Any:
+    """``base`` (a task's frozen recipe dataclass) with its ``task.<field>=`` options applied.
+
+    Options named in ``extra`` are accepted but left to the caller; any other unknown option
+    raises. A tuple-valued field given as a string (``task.betas=0.9,0.95``) is split into floats.
+
+    Raises:
+        ConfigError: an option the recipe does not have, naming the valid ones.
+    """
+    names = {f.name for f in dataclasses.fields(base)}
+    bad = sorted(set(options) - names - set(extra))
+    if bad:
+        hint = suggest(bad[0], sorted(names))
+        raise ConfigError(
+            f"unknown {what} option {bad[0]!r}{hint}; valid: task."
+            + ", task.".join(sorted(names | set(extra)))
+        )
+    updates = {k: v for k, v in options.items() if k in names}
+    for key, value in updates.items():
+        if isinstance(value, str) and isinstance(getattr(base, key), tuple):
+            updates[key] = tuple(float(x) for x in value.split(","))
+    return dataclasses.replace(base, **updates)

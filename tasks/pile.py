@@ -36,7 +36,6 @@ recipe's global batch (256 x 2048) is ``task.batch_size`` x ``task.accum``.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -52,6 +51,7 @@ import torch.nn.functional as F
 
 from m2bench import data as mdata
 from m2bench import loop, timing
+from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.registry import register_task
@@ -92,14 +92,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    bad = sorted(set(options) - fields)
-    if bad:
-        raise ConfigError(f"unknown pile option {bad[0]!r}; valid: task." + ", task.".join(fields))
-    opts = dict(options)
-    if isinstance(opts.get("betas"), str):
-        opts["betas"] = tuple(float(x) for x in opts["betas"].split(","))
-    return dataclasses.replace(Recipe(), **opts)
+    return apply_options(Recipe(), options, what="pile")
 
 
 SPEC = TaskSpec(

@@ -24,7 +24,6 @@ time-feature marks; DLinear uses none).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from m2bench import loop, timing
+from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.metrics import point_errors
@@ -62,13 +62,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    names = {f.name for f in dataclasses.fields(Recipe)}
-    bad = sorted(set(options) - names)
-    if bad:
-        raise ConfigError(
-            f"unknown ts-forecast option {bad[0]!r}; valid: task." + ", task.".join(sorted(names))
-        )
-    recipe = dataclasses.replace(Recipe(), **options)
+    recipe = apply_options(Recipe(), options, what="ts-forecast")
     if recipe.protocol not in PROTOCOLS:
         raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if recipe.lradj not in ("type1", "constant"):

@@ -15,7 +15,6 @@ pipeline, optimizer and scheduler, training through ``m2bench.loop`` and top-k e
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from m2bench import loop, timing
+from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.layers.heads import ImageClassifier
@@ -259,18 +259,7 @@ class Recipe:
 
 def with_options(recipe: Recipe, options: dict[str, Any], extra: tuple[str, ...] = ()) -> Recipe:
     """``recipe`` with the ``task.<field>=`` options applied (unknown options raise)."""
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    bad = sorted(set(options) - fields - set(extra))
-    if bad:
-        raise ConfigError(
-            f"unknown task option {bad[0]!r}; valid: task."
-            + ", task.".join(sorted(fields | set(extra)))
-        )
-    updates = {k: v for k, v in options.items() if k in fields}
-    for key in ("betas", "scale", "ratio", "mean", "std"):
-        if isinstance(updates.get(key), str):
-            updates[key] = tuple(float(x) for x in updates[key].split(","))
-    return dataclasses.replace(recipe, **updates)
+    return apply_options(recipe, options, what="task", extra=extra)
 
 
 def transforms(recipe: Recipe, img_size: int, in_chans: int) -> tuple[Any, Any]:

@@ -74,3 +74,20 @@ def test_provenance_takes_a_stated_commit_over_the_local_git(monkeypatch):
     assert tracking.provenance()["git_sha"] == "0123abc" != local
     assert tracking.provenance()["git_dirty"] == "false"
     tracking.provenance.cache_clear()
+
+
+def test_task_options_apply_to_a_recipe_with_tuples_and_loud_unknowns():
+    from dataclasses import dataclass
+
+    from m2bench.config import apply_options
+
+    @dataclass(frozen=True)
+    class R:
+        lr: float = 1e-3
+        betas: tuple[float, float] = (0.9, 0.999)
+
+    r = apply_options(R(), {"lr": 0.5, "betas": "0.8,0.95", "revision": "x"}, what="t",
+                      extra=("revision",))  # fmt: skip
+    assert r == R(lr=0.5, betas=(0.8, 0.95))
+    with pytest.raises(ConfigError, match=r"unknown t option 'lrr'; did you mean 'lr'.*task.betas"):
+        apply_options(R(), {"lrr": 1}, what="t")
