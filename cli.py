@@ -93,6 +93,12 @@ def main(verbose: bool) -> None:
 )
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings.")
 @click.option("--pred-len", type=int, help="Forecasting tasks: horizon H (= task.pred_len=H).")
+@click.option(
+    "--protocol",
+    type=click.Choice(["tslib", "clean"]),
+    help="Time-series tasks: tslib reproduces the published protocol, clean (default) fixes its "
+    "known leaks (= task.protocol=...).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @_friendly
@@ -116,6 +122,9 @@ def run(
     pred_len = flags.pop("pred_len")
     if pred_len is not None:
         overrides = (*overrides, f"task.pred_len={pred_len}")
+    protocol = flags.pop("protocol")
+    if protocol is not None:
+        overrides = (*overrides, f"task.protocol={protocol}")
     results = run_task(
         task,
         models,

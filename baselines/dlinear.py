@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from baselines.ts_common import series_decomp
 from m2bench.errors import ConfigError
 from m2bench.registry import register_model
 
@@ -29,6 +30,7 @@ class DLinearConfig:
     seq_len: int = 96  # input steps L
     pred_len: int = 96  # forecast steps H
     enc_in: int = 7  # channels C
+    mark_dim: int = 0  # time features: accepted and ignored (DLinear uses none)
     moving_avg: int = 25  # odd kernel of the trend's moving average
     individual: bool = False  # one pair of linear maps per channel
 
@@ -37,14 +39,6 @@ class DLinearConfig:
             raise ConfigError(f"moving_avg must be odd and positive, got {self.moving_avg}")
         if min(self.seq_len, self.pred_len, self.enc_in) < 1:
             raise ConfigError("seq_len, pred_len and enc_in must be positive")
-
-
-def series_decomp(x: torch.Tensor, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(seasonal, trend) of ``x`` (B, L, C): trend = moving average with replicated ends."""
-    pad = (kernel - 1) // 2
-    padded = torch.cat([x[:, :1].expand(-1, pad, -1), x, x[:, -1:].expand(-1, pad, -1)], dim=1)
-    trend = nn.functional.avg_pool1d(padded.transpose(1, 2), kernel, stride=1).transpose(1, 2)
-    return x - trend, trend
 
 
 class DLinear(nn.Module):
@@ -59,8 +53,14 @@ class DLinear(nn.Module):
         for layer in (*self.seasonal, *self.trend):
             nn.init.constant_(layer.weight, 1.0 / config.seq_len)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast (B, H, C) from the input window ``x`` (B, L, C)."""
+    def features(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H * C): the forecast, flattened (TSLib's DLinear classifier input)."""
+        return self.forward(x).reshape(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                y_mark: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Forecast (B, H, C) from the input window ``x`` (B, L, C); marks and mask unused."""
         c = self.config
         if x.shape[1] != c.seq_len:
             raise ValueError(f"DLinear was built for seq_len {c.seq_len}, got {x.shape[1]} steps")

@@ -32,10 +32,11 @@ d_model 128, n_heads 8, d_ff 128, dropout 0.1.
   (short causal + long bidirectional) convolution over it, in the dataset's column order, is an
   m2bench choice, not something from the M2 or iTransformer papers.
 
-Deviations: TSLib appends 4 time-feature tokens (x_mark) to the N variates and drops them after
-the projection; m2bench's forecast models receive only x (B, L, C), so there are exactly N tokens.
-The JustDense wrapper's unused in_proj/LayerNorm/out_proj are not built. Attention maps are never
-returned.
+Time features: built with ``mark_dim`` > 0 (the forecasting task passes TSLib's 4 ``timeF``
+features), the marks' rows become ``mark_dim`` extra tokens after the N variates, as TSLib does;
+they are dropped after the projection. The dense mixer then mixes N + mark_dim tokens (JustDense's
+first commit: L = N + 4). The JustDense wrapper's unused in_proj/LayerNorm/out_proj are not
+built. Attention maps are never returned.
 """
 
 from __future__ import annotations
@@ -43,16 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from baselines.patchtst import SelfAttention
+from baselines.ts_common import MIXERS, EncoderLayer, build_mixer, check_input, instance_norm
 from m2bench.errors import ConfigError
-from m2bench.layers.dense_mixer import DenseMixer
-from m2bench.layers.mixer import M2SequenceMixer
 from m2bench.registry import register_model
-
-MIXERS = ("attention", "dense", "monarch")
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,8 @@ class ITransformerConfig:
 
     seq_len: int = 96  # input steps L
     pred_len: int = 96  # forecast steps H
-    enc_in: int = 7  # channels C = variate tokens N
+    enc_in: int = 7  # channels C = variate tokens
+    mark_dim: int = 0  # time-feature tokens appended to the C variates (TSLib: 4)
     d_model: int = 128
     n_heads: int = 8
     e_layers: int = 2
@@ -83,39 +80,6 @@ class ITransformerConfig:
             raise ConfigError(f"mixer must be one of {', '.join(MIXERS)}, got {self.mixer!r}")
 
 
-def build_mixer(c: ITransformerConfig) -> nn.Module:
-    """The mixer over the ``c.enc_in`` variate tokens named by ``c.mixer``."""
-    if c.mixer == "dense":
-        return DenseMixer(c.enc_in, c.d_model, c.n_heads)
-    if c.mixer == "monarch":
-        return M2SequenceMixer(c.d_model, c.enc_in, bidirectional=True, residual_long_conv=False)
-    return SelfAttention(c.d_model, c.n_heads, c.dropout)
-
-
-class EncoderLayer(nn.Module):
-    """TSLib encoder layer: mixer and position-wise FFN, each with residual, dropout and norm.
-
-    Same computation as :class:`baselines.patchtst.EncoderLayer`, whose builder is tied to the
-    patch count; this one takes the mixer's token count from ``enc_in``.
-    """
-
-    def __init__(self, c: ITransformerConfig) -> None:
-        super().__init__()
-        self.mixer = build_mixer(c)
-        self.norm1 = nn.LayerNorm(c.d_model)
-        self.norm2 = nn.LayerNorm(c.d_model)
-        self.conv1 = nn.Conv1d(c.d_model, c.d_ff, 1)
-        self.conv2 = nn.Conv1d(c.d_ff, c.d_model, 1)
-        self.drop = nn.Dropout(c.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, d) -> (B, N, d)."""
-        x = self.norm1(x + self.drop(self.mixer(x)))
-        y = self.drop(F.gelu(self.conv1(x.transpose(1, 2))))
-        y = self.drop(self.conv2(y).transpose(1, 2))
-        return self.norm2(x + y)
-
-
 class ITransformer(nn.Module):
     """iTransformer forecaster with a swappable variate mixer."""
 
@@ -124,25 +88,45 @@ class ITransformer(nn.Module):
         self.config = c = config
         self.embed = nn.Linear(c.seq_len, c.d_model)
         self.embed_drop = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.e_layers))
+        n = c.enc_in + c.mark_dim  # tokens: variates, then time features
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                build_mixer(c.mixer, n, c.d_model, c.n_heads, c.dropout),
+                c.d_model,
+                c.d_ff,
+                c.dropout,
+            )  # fmt: skip
+            for _ in range(c.e_layers)
+        )
         self.norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.pred_len)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast (B, H, C) from the input window ``x`` (B, L, C)."""
+    def _encode(self, x: torch.Tensor, x_mark: torch.Tensor | None, mask=None):
+        """(B, C + mark_dim, d) normalised encoder tokens, with the window (mean, std)."""
         c = self.config
-        _, length, ch = x.shape
-        if length != c.seq_len or ch != c.enc_in:
-            raise ValueError(
-                f"iTransformer was built for (seq_len {c.seq_len}, enc_in {c.enc_in}), "
-                f"got ({length}, {ch})"
-            )
-        mean = x.mean(dim=1, keepdim=True).detach()
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5).detach()
-        h = self.embed_drop(self.embed(((x - mean) / std).transpose(1, 2)))  # (B, C, d)
+        check_input("iTransformer", c, x)
+        z, mean, std = instance_norm(x, mask)
+        tokens = z.transpose(1, 2)  # (B, C, L)
+        if c.mark_dim:
+            if x_mark is None or x_mark.shape[-1] != c.mark_dim:
+                raise ValueError(f"iTransformer was built for {c.mark_dim} time-feature tokens; "
+                                 "pass x_mark (B, L, mark_dim)")  # fmt: skip
+            tokens = torch.cat([tokens, x_mark.transpose(1, 2).to(z.dtype)], dim=1)
+        h = self.embed_drop(self.embed(tokens))
         for layer in self.layers:
             h = layer(h)
-        y = self.head(self.norm(h))  # (B, C, H)
+        return self.norm(h), mean, std
+
+    def features(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, (C + mark_dim) * d_model): the encoder tokens, flattened per sample."""
+        return self._encode(x, x_mark)[0].reshape(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                y_mark: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Forecast (B, H, C) from ``x`` (B, L, C) and, when built with marks, ``x_mark``."""
+        h, mean, std = self._encode(x, x_mark, mask)
+        y = self.head(h[:, : self.config.enc_in])  # (B, C, H): the variate tokens only
         return y.transpose(1, 2) * std + mean
 
 

@@ -41,15 +41,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from baselines.ts_common import (
+    MIXERS,
+    EncoderLayer,
+    build_mixer,
+    check_input,
+    instance_norm,
+    sinusoid,
+)
 from m2bench.errors import ConfigError
-from m2bench.layers.dense_mixer import DenseMixer
-from m2bench.layers.mixer import M2SequenceMixer
 from m2bench.registry import register_model
-
-MIXERS = ("attention", "dense", "monarch")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class PatchTSTConfig:
     seq_len: int = 96  # input steps L
     pred_len: int = 96  # forecast steps H
     enc_in: int = 7  # channels C
+    mark_dim: int = 0  # time features: accepted and ignored (PatchTST uses none, as TSLib)
     d_model: int = 512
     n_heads: int = 2  # TSLib ETTh1: 2 / 8 / 8 / 16 for H 96 / 192 / 336 / 720
     e_layers: int = 1
@@ -90,69 +94,6 @@ class PatchTSTConfig:
         return (self.seq_len - self.patch_len) // self.stride + 2
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with TSLib AttentionLayer's Q/K/V/O projections."""
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-        self.dropout = dropout
-        self.query = nn.Linear(d_model, d_model)
-        self.key = nn.Linear(d_model, d_model)
-        self.value = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over the tokens of ``x`` (B, N, d); returns (B, N, d)."""
-        b, n, d = x.shape
-        q, k, v = (p(x).view(b, n, self.n_heads, -1).transpose(1, 2)
-                   for p in (self.query, self.key, self.value))  # fmt: skip
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # scale 1/sqrt(d / H)
-        return self.out(y.transpose(1, 2).reshape(b, n, d))
-
-
-def build_mixer(c: PatchTSTConfig) -> nn.Module:
-    """The sequence mixer over ``c.patch_num`` patches named by ``c.mixer``."""
-    if c.mixer == "dense":
-        return DenseMixer(c.patch_num, c.d_model, c.n_heads)
-    if c.mixer == "monarch":
-        return M2SequenceMixer(c.d_model, c.patch_num, bidirectional=True, residual_long_conv=False)
-    return SelfAttention(c.d_model, c.n_heads, c.dropout)
-
-
-class EncoderLayer(nn.Module):
-    """TSLib encoder layer: mixer and position-wise FFN, each with residual, dropout and norm."""
-
-    def __init__(self, c: PatchTSTConfig) -> None:
-        super().__init__()
-        self.mixer = build_mixer(c)
-        self.norm1 = nn.LayerNorm(c.d_model)
-        self.norm2 = nn.LayerNorm(c.d_model)
-        self.conv1 = nn.Conv1d(c.d_model, c.d_ff, 1)
-        self.conv2 = nn.Conv1d(c.d_ff, c.d_model, 1)
-        self.drop = nn.Dropout(c.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, d) -> (B, N, d)."""
-        x = self.norm1(x + self.drop(self.mixer(x)))
-        y = self.drop(F.gelu(self.conv1(x.transpose(1, 2))))
-        y = self.drop(self.conv2(y).transpose(1, 2))
-        return self.norm2(x + y)
-
-
-def _sinusoid(n: int, d: int) -> torch.Tensor:
-    """Transformer position table: sin at even, cos at odd features (TSLib PositionalEmbedding)."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    div = torch.exp(
-        torch.arange(0, d, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / d)
-    )
-    table = torch.zeros(n, d)
-    table[:, 0::2] = torch.sin(pos * div)
-    table[:, 1::2] = torch.cos(pos * div)[:, : d // 2]
-    return table
-
-
 class PatchTST(nn.Module):
     """PatchTST forecaster with a swappable patch mixer."""
 
@@ -161,30 +102,45 @@ class PatchTST(nn.Module):
         self.config = c = config
         self.pad = nn.ReplicationPad1d((0, c.stride))
         self.patch_embed = nn.Linear(c.patch_len, c.d_model, bias=False)
-        self.register_buffer("pos", _sinusoid(c.patch_num, c.d_model), persistent=False)
+        self.register_buffer("pos", sinusoid(c.patch_num, c.d_model), persistent=False)
         self.embed_drop = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.e_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                build_mixer(c.mixer, c.patch_num, c.d_model, c.n_heads, c.dropout),
+                c.d_model,
+                c.d_ff,
+                c.dropout,
+            )  # fmt: skip
+            for _ in range(c.e_layers)
+        )
         self.norm = nn.BatchNorm1d(c.d_model)
         self.head = nn.Linear(c.d_model * c.patch_num, c.pred_len)
         self.head_drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast (B, H, C) from the input window ``x`` (B, L, C)."""
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """(B*C, d, N) encoder output, with the window statistics (mean, std)."""
         c = self.config
-        b, length, ch = x.shape
-        if length != c.seq_len or ch != c.enc_in:
-            raise ValueError(
-                f"PatchTST was built for (seq_len {c.seq_len}, enc_in {c.enc_in}), "
-                f"got ({length}, {ch})"
-            )
-        mean = x.mean(dim=1, keepdim=True).detach()
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5).detach()
-        z = self.pad(((x - mean) / std).transpose(1, 2))  # (B, C, L + stride)
+        check_input("PatchTST", c, x)
+        b, _, ch = x.shape
+        z, mean, std = instance_norm(x, mask)
+        z = self.pad(z.transpose(1, 2))  # (B, C, L + stride)
         z = z.unfold(-1, c.patch_len, c.stride).reshape(b * ch, c.patch_num, c.patch_len)
         h = self.embed_drop(self.patch_embed(z) + self.pos)
         for layer in self.layers:
             h = layer(h)
-        h = self.norm(h.transpose(1, 2))  # (B*C, d, N): flattened d-major, as TSLib's head
+        return self.norm(h.transpose(1, 2)), mean, std  # flattened d-major, as TSLib's head
+
+    def features(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C * d_model * patch_num): the encoder output, flattened per sample."""
+        h, _, _ = self._encode(x)
+        return h.reshape(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                y_mark: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Forecast (B, H, C) from ``x`` (B, L, C); ``mask`` (1 = observed) for the statistics."""
+        b, _, ch = x.shape
+        h, mean, std = self._encode(x, mask)
         y = self.head_drop(self.head(h.reshape(b, ch, -1)))  # (B, C, H)
         return y.transpose(1, 2) * std + mean
 

@@ -8,11 +8,12 @@ from typing import Any
 
 #: Model interfaces (``ModelSpec.kind``). The forward signature of each is fixed:
 #: encoder: (input_ids, attention_mask) -> hidden (B, L, D); causal_lm: input_ids -> logits;
-#: image: images -> features; forecast: x (B, L, C) -> y (B, H, C);
+#: image: images -> features; forecast: x (B, L, C) -> y (B, H, C), time-series models with the
+#: full contract of ``baselines.ts_common`` (marks, mask, ``features``);
 #: text_encoder: ``encode(texts, ...)`` -> embeddings (N, D) (see ``m2bench.encoding``);
 #: lexical: ``index(texts)`` then ``search(queries, k)`` (e.g. BM25).
 MODEL_KINDS = ("encoder", "causal_lm", "image", "forecast", "text_encoder", "lexical")
-TASK_KINDS = ("retrieval", "lm", "image_cls", "seq_cls", "forecast")
+TASK_KINDS = ("retrieval", "lm", "image_cls", "seq_cls", "forecast", "timeseries")
 FAMILIES = ("m2", "baseline")
 
 

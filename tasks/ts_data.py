@@ -69,6 +69,7 @@ class Series:
     borders: dict[str, tuple[int, int]]  # split -> [start, end) rows, for seq_len of the build
     source: str
     revision: str
+    marks: np.ndarray | None = None  # (rows, 4) TSLib timeF features (freq h) of each row
 
     def windows(self, split: str, seq_len: int, pred_len: int) -> int:
         """Number of stride-1 windows of ``split``."""
@@ -78,6 +79,21 @@ class Series:
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """Back to the original units (the scaler's inverse, per channel)."""
         return z * self.scale + self.mean
+
+
+def time_features(dates) -> np.ndarray:
+    """TSLib's ``timeF`` features for ``freq h`` (every TSLib script's setting), one row per date.
+
+    [hour/23 - 0.5, weekday/6 - 0.5, (day-1)/30 - 0.5, (dayofyear-1)/365 - 0.5] (spec §2,
+    TSLib ``utils/timefeatures.py``); weekday 0 = Monday.
+    """
+    import pandas as pd
+
+    idx = pd.DatetimeIndex(dates)
+    cols = [idx.hour / 23.0, idx.dayofweek / 6.0, (idx.day - 1) / 30.0, (idx.dayofyear - 1) / 365.0]
+    return (np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1) - 0.5).astype(
+        np.float32
+    )
 
 
 def borders(split_rule: str, rows: int, seq_len: int) -> dict[str, tuple[int, int]]:
@@ -165,8 +181,12 @@ def read_series(name: str, path: Path, seq_len: int, source: str, revision: str)
         row = int(numeric[col].isna().to_numpy().argmax())
         raise DataError(f"{path}: column {col!r} row {row + 2} is empty")
     values = numeric.to_numpy(dtype=np.float64)
+    try:
+        dates = pd.to_datetime(frame["date"])
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: the date column does not parse ({str(exc)[:100]})") from None
     cut = borders(DATASETS[name].split, len(values), seq_len)
     scaler = StandardScaler().fit(values[slice(*cut["train"])])
     return Series(name, channels, scaler.transform(values).astype(np.float32),
                   scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32), cut,
-                  source, revision)  # fmt: skip
+                  source, revision, time_features(dates))  # fmt: skip

@@ -16,14 +16,14 @@ published convention) and in original units (``orig_mse``, ``orig_mae``).
 ``--protocol``/``task.protocol``: ``tslib`` and ``clean`` are the same for long-term forecasting
 (its known leaks concern classification, M4 and anomaly detection); ``task.legacy_drop_last=true``
 drops the last partial test batch as pre-2024-07 TSLib did, for matching older published tables
-(the run logs the windows it scored). Deviations: the validation batches are not shuffled (their
-unweighted mean then does not depend on the RNG); models receive the input window only (no
-time-feature marks; DLinear uses none).
+(the run logs the windows it scored). Models receive TSLib's ``timeF`` time features of the input
+and output steps (``x_mark``, ``y_mark``; ``task.marks=false`` turns them off); DLinear and
+PatchTST ignore them, as in TSLib. Deviation: the validation batches are not shuffled (their
+unweighted mean then does not depend on the RNG). Training: :mod:`tasks.ts_train`.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from m2bench import loop, timing
+from m2bench import timing
 from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
@@ -40,7 +40,7 @@ from m2bench.models import count_params
 from m2bench.registry import register_task
 from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
-from tasks import ts_data
+from tasks import ts_data, ts_train
 
 PROTOCOLS = ("tslib", "clean")
 
@@ -58,6 +58,7 @@ class Recipe:
     batch_size: int = 32
     lradj: str = "type1"  # type1: halve after epoch 2, 3, ...; constant: no decay
     legacy_drop_last: bool = False
+    marks: bool = True  # TSLib's timeF time features (freq h) as x_mark / y_mark
     revision: str = "main"
 
 
@@ -121,19 +122,20 @@ class TsForecast:
         ds = ts_data.DATASETS[series.name]
         seq_len, pred_len = recipe.seq_len or ds.seq_len, recipe.pred_len or ds.horizons[0]
         seed_everything(ctx.seeds[0])
-        net = ctx.build_model(seq_len=seq_len, pred_len=pred_len, enc_in=len(series.columns))
-        values = torch.from_numpy(series.values)
+        mark_dim = series.marks.shape[1] if recipe.marks and series.marks is not None else 0
+        net = ctx.build_model(seq_len=seq_len, pred_len=pred_len, enc_in=len(series.columns),
+                              mark_dim=mark_dim)  # fmt: skip
         windows = {
             s: _starts(series, s, seq_len, pred_len) for s in ("train", "validation", "test")
         }
         if min(len(w) for w in windows.values()) == 0:
             raise DataError(f"{series.name}: a split has no {seq_len}->{pred_len} window "
                             f"({ {k: len(v) for k, v in windows.items()} })")  # fmt: skip
-        stats = _train(net, values, windows, seq_len, pred_len, recipe, ctx)
+        stats = _train(net, series, windows, seq_len, pred_len, recipe, ctx)
         test = windows["test"][:limit]
         if recipe.legacy_drop_last and len(test) > recipe.batch_size:
             test = test[: len(test) // recipe.batch_size * recipe.batch_size]
-        pred, truth, seconds = _predict(net, values, test, seq_len, pred_len, ctx, recipe)
+        pred, truth, seconds = _predict(net, series, test, seq_len, pred_len, ctx, recipe)
         z = point_errors(truth, pred)
         orig = point_errors(series.inverse(truth), series.inverse(pred))
         name = series.name
@@ -148,7 +150,8 @@ class TsForecast:
                 "setting": f"{series.name} {seq_len}->{pred_len} {recipe.protocol}",
                 "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={recipe.epochs} "
                           f"patience={recipe.patience} lradj={recipe.lradj}",
-                "legacy_drop_last": str(recipe.legacy_drop_last).lower()}  # fmt: skip
+                "legacy_drop_last": str(recipe.legacy_drop_last).lower(),
+                "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none"}  # fmt: skip
         return EvalOutput(metrics, perf, {name: z["mse"]}, tags)
 
 
@@ -157,88 +160,56 @@ def _starts(series: ts_data.Series, split: str, seq_len: int, pred_len: int) -> 
     return [start + i for i in range(series.windows(split, seq_len, pred_len))]
 
 
-def _batch(values: torch.Tensor, starts: list[int], seq_len: int, pred_len: int):
-    x = torch.stack([values[s : s + seq_len] for s in starts])
-    y = torch.stack([values[s + seq_len : s + seq_len + pred_len] for s in starts])
-    return x, y
+def _batch(series: ts_data.Series, starts: list[int], seq_len: int, pred_len: int, device,
+           marks: bool):  # fmt: skip
+    """(x, x_mark, y_mark, y) for windows starting at ``starts``; marks None when off."""
+    values = series.values
+    x = np.stack([values[s : s + seq_len] for s in starts])
+    y = np.stack([values[s + seq_len : s + seq_len + pred_len] for s in starts])
+    out = [torch.from_numpy(x).to(device), None, None, torch.from_numpy(y).to(device)]
+    if marks and series.marks is not None:
+        m = series.marks
+        out[1] = torch.from_numpy(np.stack([m[s : s + seq_len] for s in starts])).to(device)
+        out[2] = torch.from_numpy(
+            np.stack([m[s + seq_len : s + seq_len + pred_len] for s in starts])
+        ).to(device)
+    return tuple(out)
 
 
 @torch.no_grad()
-def _predict(net, values, starts, seq_len, pred_len, ctx, recipe):
+def _predict(net, series, starts, seq_len, pred_len, ctx, recipe):
     net.eval()
     preds, truths, seconds = [], [], 0.0
     for b in range(0, len(starts), recipe.batch_size):  # every window once, in order
-        x, y = _batch(values, starts[b : b + recipe.batch_size], seq_len, pred_len)
+        x, xm, ym, y = _batch(series, starts[b : b + recipe.batch_size], seq_len, pred_len,
+                              ctx.device, recipe.marks)  # fmt: skip
         with timing.Stopwatch(ctx.device) as sw, autocast(ctx.device, ctx.precision):
-            out = net(x.to(ctx.device))
+            out = net(x, xm, ym)
         seconds += sw.seconds
         preds.append(out.float().cpu().numpy())
-        truths.append(y.numpy())
+        truths.append(y.cpu().numpy())
     return np.concatenate(preds), np.concatenate(truths), seconds
 
 
-def _train(net, values, windows, seq_len, pred_len, recipe: Recipe, ctx: EvalContext) -> dict:
-    train = windows["train"]
-    per_epoch = -(-len(train) // recipe.batch_size)
-    seed = ctx.seeds[0]
+def _train(net, series, windows, seq_len, pred_len, recipe: Recipe, ctx: EvalContext) -> dict:
+    train, val = windows["train"], windows["validation"]
 
-    def batches(epoch: int):
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch))
-        for b in range(per_epoch):
-            idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size].tolist()
-            x, y = _batch(values, [train[i] for i in idx], seq_len, pred_len)
-            yield x.to(ctx.device), y.to(ctx.device)
+    def make_batch(idx: list[int], epoch: int):
+        return _batch(series, [train[i] for i in idx], seq_len, pred_len, ctx.device,
+                      recipe.marks)  # fmt: skip
 
     def loss_fn(model, batch):
-        x, y = batch
-        return torch.nn.functional.mse_loss(model(x).float(), y)
+        x, xm, ym, y = batch
+        return torch.nn.functional.mse_loss(model(x, xm, ym).float(), y)
 
-    def adam(model, n_steps):
-        opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-
-        def set_lr(step: int) -> None:  # TSLib type1: after epoch e (1-based), lr0 * 0.5^(e-1)
-            done = step // per_epoch
-            factor = 1.0 if recipe.lradj == "constant" or done == 0 else 0.5 ** (done - 1)
-            for g in opt.param_groups:
-                g["lr"] = recipe.lr * factor
-
-        return opt, set_lr
-
-    best = {"loss": float("inf"), "state": None, "bad": 0, "epochs": 0}
-
-    def on_epoch_end(epoch: int) -> bool:
-        pred, truth, _ = _predict(
-            net, values, windows["validation"], seq_len, pred_len, ctx, recipe
-        )
-        sizes = [len(windows["validation"][b : b + recipe.batch_size])
-                 for b in range(0, len(windows["validation"]), recipe.batch_size)]  # fmt: skip
+    def val_loss() -> float:  # TSLib: unweighted mean of the per-batch mean losses
+        pred, truth, _ = _predict(net, series, val, seq_len, pred_len, ctx, recipe)
+        sizes = [len(val[b : b + recipe.batch_size]) for b in range(0, len(val), recipe.batch_size)]
         per_batch = np.split(((pred - truth) ** 2).mean(axis=(1, 2)), np.cumsum(sizes)[:-1])
-        val = float(np.mean([b.mean() for b in per_batch]))  # TSLib: mean of batch means
-        best["epochs"] = epoch + 1
-        if ctx.log_metrics is not None:
-            ctx.log_metrics({"train/val_loss": val}, epoch + 1)
-        if val <= best["loss"]:
-            best.update(loss=val, state=copy.deepcopy(net.state_dict()), bad=0)
-        else:
-            best["bad"] += 1
-        net.train()
-        return best["bad"] >= recipe.patience
+        return float(np.mean([b.mean() for b in per_batch]))
 
-    def on_step(step: int, value: float, lr: float) -> None:
-        if ctx.log_metrics is not None and step % 50 == 0:
-            ctx.log_metrics({"train/loss": value, "train/lr": lr}, step)
-
-    cfg = loop.TrainConfig(lr=recipe.lr, grad_accum=1, max_grad_norm=None, epochs=recipe.epochs,
-                           max_steps=ctx.max_steps)  # fmt: skip
-    result = loop.train(net, batches, loss_fn, per_epoch, cfg, device=ctx.device,
-                        precision=ctx.precision, on_step=on_step, progress=ctx.progress,
-                        batch_size=lambda b: b[0].shape[0], optimizer=adam,
-                        on_epoch_end=on_epoch_end)  # fmt: skip
-    if best["state"] is not None:  # the best validation epoch's weights, as TSLib reloads them
-        net.load_state_dict(best["state"])
-    metrics = {
-        "train/steps": float(result.steps), "train/epochs": float(best["epochs"]),
-        "train/best_val_loss": best["loss"], "train_final_loss": result.losses[-1],
-    }  # fmt: skip
-    perf = {"perf/train_samples_per_s": result.samples / max(result.seconds, 1e-9)}
-    return {"metrics": metrics, "perf": perf}
+    fit_recipe = ts_train.FitRecipe(lr=recipe.lr, epochs=recipe.epochs, patience=recipe.patience,
+                                    batch_size=recipe.batch_size, lradj=recipe.lradj)  # fmt: skip
+    stats = ts_train.fit(net, n_train=len(train), make_batch=make_batch, loss_fn=loss_fn,
+                         val_score=val_loss, recipe=fit_recipe, ctx=ctx)  # fmt: skip
+    return stats

@@ -19,7 +19,7 @@ from m2bench.errors import DataError
 from m2bench.metrics import point_errors
 from m2bench.registry import create_model, get_task
 from m2bench.specs import EvalContext
-from tasks import ts_data, ts_forecast
+from tasks import ts_data, ts_forecast, ts_train
 
 TS = sample_dir("ts")
 TASK = get_task("ts-forecast")
@@ -117,8 +117,7 @@ def test_every_test_window_scored_once_and_legacy_drop_last(tmp_path):
     starts = ts_forecast._starts(s, "test", 96, 96)
     net = create_model("dlinear")
     ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=32, out_dir=tmp_path)
-    pred, truth, _ = ts_forecast._predict(net, torch.from_numpy(s.values), starts, 96, 96, ctx,
-                                          ts_forecast.Recipe())  # fmt: skip
+    pred, truth, _ = ts_forecast._predict(net, s, starts, 96, 96, ctx, ts_forecast.Recipe())
     assert pred.shape == truth.shape == (2785, 96, 7)
     np.testing.assert_array_equal(truth[-1], s.values[14400 - 96 : 14400])  # the last window
 
@@ -138,7 +137,6 @@ def test_cli_sample_run_trains_and_logs(store: Path):
 
 
 def test_type1_lr_halves_after_the_second_epoch():
-    recipe = ts_forecast.Recipe(lr=1e-3)
     captured = {}
 
     def fake_train(net, batches, loss_fn, per_epoch, cfg, *, optimizer, **kw):
@@ -149,18 +147,58 @@ def test_type1_lr_halves_after_the_second_epoch():
             captured["lrs"].append(opt.param_groups[0]["lr"])
         raise StopIteration
 
-    values = torch.zeros(500, 1)
-    windows = {"train": list(range(64)), "validation": [0], "test": [0]}
     ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=8, out_dir=".")
-    orig = ts_forecast.loop.train
-    ts_forecast.loop.train = fake_train
+    orig = ts_train.loop.train
+    ts_train.loop.train = fake_train
     try:
         with pytest.raises(StopIteration):
-            ts_forecast._train(create_model("dlinear", enc_in=1), values, windows, 96, 96,
-                               recipe, ctx)  # fmt: skip
+            ts_train.fit(create_model("dlinear", enc_in=1), n_train=64, make_batch=None,
+                         loss_fn=None, val_score=None, ctx=ctx,
+                         recipe=ts_train.FitRecipe(lr=1e-3, batch_size=8))  # fmt: skip
     finally:
-        ts_forecast.loop.train = orig
+        ts_train.loop.train = orig
     assert captured["lrs"] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4])
+
+
+def test_early_stopping_restores_the_best_epoch_and_ties_count_as_improvement(tmp_path):
+    """Scores 3, 2, 2 (tie: kept), 5, 4, 6 with patience 3: stops after epoch 6, epoch-3 weights."""
+    net = torch.nn.Linear(1, 1)
+    scores = iter([3.0, 2.0, 2.0, 5.0, 4.0, 6.0, 1.0])
+    weights = []
+
+    def val_score():
+        weights.append(net.weight.item())
+        return next(scores)
+
+    ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=4, out_dir=tmp_path)
+    stats = ts_train.fit(
+        net, n_train=8, make_batch=lambda idx, epoch: (torch.ones(len(idx), 1),),
+        loss_fn=lambda m, b: m(b[0]).pow(2).mean(), val_score=val_score, ctx=ctx,
+        recipe=ts_train.FitRecipe(lr=0.1, batch_size=4, epochs=10, patience=3),
+    )  # fmt: skip
+    assert stats["metrics"]["train/epochs"] == 6 and stats["metrics"]["train/steps"] == 12
+    assert stats["metrics"]["train/best_val_loss"] == 2.0
+    assert net.weight.item() == pytest.approx(weights[2])  # the tie at epoch 3 replaced epoch 2
+
+
+def test_time_features_match_tslib_timef_h():
+    s = _series("ETTh1", 96)
+    # 2016-07-01 00:00 is a Friday (weekday 4), day 1, day of year 183; row 1 is 01:00
+    np.testing.assert_allclose(s.marks[0], [-0.5, 4 / 6 - 0.5, -0.5, 182 / 365 - 0.5], atol=1e-6)
+    np.testing.assert_allclose(s.marks[1, 0], 1 / 23 - 0.5, atol=1e-6)
+    assert s.marks.shape == (17420, 4) and s.marks.dtype == np.float32
+
+
+def test_itransformer_adds_one_token_per_time_feature():
+    s = _series("ETTh1", 96)
+    net = create_model("itransformer_dense_tiny", mark_dim=4).eval()
+    assert net.layers[0].mixer.n_tokens == 7 + 4  # JustDense first commit: L = N + 4
+    x, xm, ym, _ = ts_forecast._batch(s, [0, 1], 96, 96, "cpu", True)
+    out = net(x, xm, ym)
+    assert out.shape == (2, 96, 7)
+    assert not torch.allclose(out, net(x, xm + 0.3, ym))  # the marks are used
+    with pytest.raises(ValueError, match="time-feature tokens"):
+        net(x)
 
 
 def test_leaderboard_keeps_one_row_per_horizon(store: Path):
