@@ -191,9 +191,9 @@ def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
 
 
 # params_m: count_params at the default geometry (L 96, H 96, C 7, mark_dim 0).
-_register("mamba", "mamba", 0.0, tiny=False)
-_register("mamba_dense", "dense", 0.0, tiny=False)
-_register("mamba_monarch", "monarch", 0.0, tiny=False)
-_register("mamba_tiny", "mamba", 0.0, tiny=True)
-_register("mamba_dense_tiny", "dense", 0.0, tiny=True)
-_register("mamba_monarch_tiny", "monarch", 0.0, tiny=True)
+_register("mamba", "mamba", 0.1201, tiny=False)
+_register("mamba_dense", "dense", 0.661, tiny=False)
+_register("mamba_monarch", "monarch", 0.1723, tiny=False)
+_register("mamba_tiny", "mamba", 0.003, tiny=True)
+_register("mamba_dense_tiny", "dense", 0.0755, tiny=True)
+_register("mamba_monarch_tiny", "monarch", 0.074, tiny=True)

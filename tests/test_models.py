@@ -26,7 +26,8 @@ def test_claimed_size_within_two_percent(name):
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_models_run_and_every_used_parameter_learns(name):
     torch.manual_seed(0)
-    model = create_model(name)
+    forecast = MODELS.get(name).kind == "forecast"
+    model = create_model(name, mark_dim=4) if forecast else create_model(name)
     assert count_params(model, non_embedding=True) < 1.1e6  # a GPT-2 vocabulary table is 3M at d 64
     outs = []
     if isinstance(model, SequenceEncoder):
@@ -43,11 +44,16 @@ def test_tiny_models_run_and_every_used_parameter_learns(name):
         out = model(torch.randn(2, c.in_chans, c.img_size, c.img_size))
         assert out.shape == (2, model.num_features)
         outs.append(out)
-    if model.spec.kind == "forecast":  # x (B, L, C) -> y (B, H, C)
+    if forecast:  # the baselines.ts_common contract: x (B, L, C) -> y (B, H, C), with marks/mask
         c = model.config
-        out = model(torch.randn(2, c.seq_len, c.enc_in))
+        x, mark = torch.randn(2, c.seq_len, c.enc_in), torch.randn(2, c.seq_len + c.pred_len, 4)
+        mask = (torch.rand_like(x) > 0.25).float()
+        out = model(x * mask, mark[:, : c.seq_len], mark[:, c.seq_len :], mask)
         assert out.shape == (2, c.pred_len, c.enc_in)
-        outs.append(out)
+        feats = model.features(x, mark[:, : c.seq_len])
+        assert feats.dim() == 2 and feats.shape[0] == 2
+        assert model.features(x[:1], mark[:1, : c.seq_len]).shape == (1, feats.shape[1])
+        outs += [out, feats]
     if model.spec.kind == "causal_lm":  # input_ids (B, L) -> logits (B, L, V)
         ids = torch.randint(0, 50257, (2, 16))
         out = model(ids)
