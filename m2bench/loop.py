@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from m2bench import timing
+from m2bench import distributed, timing
 from m2bench.encoding import autocast
 from m2bench.errors import DataError, ModelFailure
 
@@ -178,7 +178,9 @@ def train(
         device: where the model is.
         precision: autocast precision (``fp32`` = none).
         on_step: called after each optimizer step with (step, mean loss, lr).
-        batch_size: samples in a micro-batch (for throughput).
+        batch_size: samples in a micro-batch (for throughput); under torchrun every rank sees
+            the global batch and trains on its slice (:mod:`m2bench.distributed`), so the
+            throughput counts the samples of all ranks.
         progress: show a progress bar.
         optimizer: ``optimizer(model, n_steps) -> (optimizer, set_lr)`` where ``set_lr(step)``
             sets the lr after ``step`` optimizer steps (e.g. timm's optimizer and scheduler
@@ -199,6 +201,8 @@ def train(
 
     n_steps = total_steps(cfg, micro_batches_per_epoch)
     opt, set_lr = (optimizer or warmup_linear(cfg))(model, n_steps)
+    dist = distributed.state()
+    net = distributed.wrap(model)  # DDP under torchrun; the model itself otherwise
     result = TrainResult(steps=0, micro_batches=0)
     epoch, skip = 0, 0
     if checkpointing is not None and checkpointing.resume:
@@ -215,8 +219,9 @@ def train(
             for seen, batch in enumerate(batches(epoch), start=1):
                 if seen <= skip:  # consumed before the checkpoint this run resumed from
                     continue
+                local, weight = distributed.split_batch(batch)  # (batch, 1.0) on one process
                 with autocast(device, precision):
-                    loss = loss_fn(model, batch)
+                    loss = loss_fn(net, local) * weight
                 (loss / cfg.grad_accum).backward()
                 window.append(loss.detach().float())
                 result.micro_batches += 1
@@ -227,6 +232,8 @@ def train(
                 if len(window) < cfg.grad_accum:
                     continue
                 mean = torch.stack(window).mean().item()  # one host sync per optimizer step
+                if dist.active:  # the weighted slice losses average to the global batch's loss
+                    mean = distributed.all_sum(mean) / dist.world
                 if not math.isfinite(mean):
                     raise ModelFailure(f"training loss is {mean} at step {result.steps}; "
                                        "lower the learning rate or use precision=fp32")  # fmt: skip
@@ -245,7 +252,8 @@ def train(
                 if on_throughput is not None and result.steps % throughput_every == 0:
                     on_throughput(result.steps, *rate.read())
                 done = result.steps >= n_steps
-                if checkpointing is not None and (done or result.steps % checkpointing.every == 0):
+                every = checkpointing.every if checkpointing is not None else 0
+                if every and dist.main and (done or result.steps % every == 0):  # one writer
                     _save(checkpointing.folder, model, opt, result, epoch, seen)
                 if done:
                     break

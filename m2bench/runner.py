@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from m2bench import timing, tracking
+from m2bench import distributed, timing, tracking
 from m2bench.config import RunConfig
 from m2bench.errors import ConfigError, ModelFailure, WeightsUnavailable
 from m2bench.registry import check_weights_options, create_model, get_model_spec, get_task
@@ -70,9 +70,11 @@ def run(
     spec = plugin.spec
     names = list(models) or list(spec.default_models)
     cfgs = [_resolve(spec, name, subtask or None, config_file, overrides, flags) for name in names]
-    out_root = prepare_out(Path(cfgs[0].out) / spec.name)
-    tracking.preflight(spec.name)
     c = cfgs[0]
+    dist = distributed.init(c.device)  # a no-op unless launched by torchrun
+    out_root = prepare_out(Path(c.out) / spec.name)
+    if dist.main:  # only rank 0 talks to MLflow
+        tracking.preflight(spec.name)
     data = plugin.load(
         "test",
         limit=c.limit,
@@ -121,7 +123,10 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         return RunResult(cfg.model, "SKIPPED", error=str(exc))
     mspec = model.spec
     tags = run_tags("eval", spec, mspec, cfg, model, data, device, precision)
-    run = tracking.start_run(spec.name, cfg.model, tags)
+    main = distributed.state().main
+    if main:
+        tags = {**tags, "world_size": str(distributed.state().world)}
+    run = tracking.start_run(spec.name, cfg.model, tags) if main else _RankRun()
     out_dir = out_root / cfg.model
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -161,7 +166,8 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
             raise ModelFailure(f"task {spec.name} returned no finite {spec.metric} ({score})")
         # a task that builds its model at its own geometry reports that model's parameters
         metrics = {**param_counts(model), **result.metrics, **result.perf}
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        if main:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         run.log_metrics(metrics)
         run.set_tags(result.tags)
         run.log_artifacts(out_dir)
@@ -176,3 +182,12 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         run.log_text(traceback.format_exc(), "error.txt")
         run.end("FAILED", error=error)
         return RunResult(cfg.model, "FAILED", run_id=run.run_id, error=error)
+
+
+class _RankRun:
+    """What ranks other than 0 log to: nothing (rank 0 records the run)."""
+
+    run_id = None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None

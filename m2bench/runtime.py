@@ -4,6 +4,7 @@ the one-line text of a failure. Shared by the runner and ``m2bench train``."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ def prepare_out(folder: Path) -> Path:
     """Create ``folder`` and prove it writable, or raise ``StoreError`` naming the fix."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".m2bench-write-test"
+        probe = folder / f".m2bench-write-test-{os.getpid()}"  # one per process (torchrun ranks)
         probe.write_text("")
         probe.unlink()
     except OSError as exc:

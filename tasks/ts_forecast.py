@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from m2bench import timing
+from m2bench import distributed, timing
 from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
@@ -178,17 +178,27 @@ def _batch(series: ts_data.Series, starts: list[int], seq_len: int, pred_len: in
 
 @torch.no_grad()
 def _predict(net, series, starts, seq_len, pred_len, ctx, recipe):
+    """Predictions and truths of the windows at ``starts``, in order, each window once.
+
+    Under torchrun each rank predicts its contiguous shard and every rank gets all of them.
+    """
     net.eval()
     preds, truths, seconds = [], [], 0.0
-    for b in range(0, len(starts), recipe.batch_size):  # every window once, in order
-        x, xm, ym, y = _batch(series, starts[b : b + recipe.batch_size], seq_len, pred_len,
+    mine = distributed.shard(starts)
+    for b in range(0, len(mine), recipe.batch_size):
+        x, xm, ym, y = _batch(series, mine[b : b + recipe.batch_size], seq_len, pred_len,
                               ctx.device, recipe.marks)  # fmt: skip
         with timing.Stopwatch(ctx.device) as sw, autocast(ctx.device, ctx.precision):
             out = net(x, xm, ym)
         seconds += sw.seconds
         preds.append(out.float().cpu().numpy())
         truths.append(y.cpu().numpy())
-    return np.concatenate(preds), np.concatenate(truths), seconds
+    empty = np.zeros((0, pred_len, len(series.columns)), np.float32)
+    parts = distributed.gather((np.concatenate(preds) if preds else empty,
+                                np.concatenate(truths) if truths else empty, seconds))  # fmt: skip
+    pred = np.concatenate([p[0] for p in parts])
+    truth = np.concatenate([p[1] for p in parts])
+    return pred, truth, max(p[2] for p in parts)
 
 
 def _train(net, series, windows, seq_len, pred_len, recipe: Recipe, ctx: EvalContext) -> dict:

@@ -29,6 +29,9 @@ Initialisation as in the paper's code description: dt_proj weight uniform in +-d
 bias is softplus^-1(dt) with dt log-uniform in [1e-3, 1e-1] (floored at 1e-4), so the initial
 step sizes span that range; the other layers keep PyTorch's defaults.
 
+Under autocast the scan itself runs in fp32 (projections keep the autocast dtype), since a long
+product of decays in bf16 loses the state.
+
 Deviations: the scan is not the fused, recomputing CUDA kernel, so training memory grows with
 L * d_inner * d_state (chunking bounds the extra factor of the parallel scan to log2(chunk)). No
 inference cache (step-by-step decoding) is provided. Not checked against an oracle fixture of the
@@ -196,6 +199,8 @@ class MambaBlock(nn.Module):
         x = F.silu(self.conv(x.transpose(1, 2))[..., :length].transpose(1, 2))
         dt, b, c = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
-        a = -torch.exp(self.A_log.float())
-        y = selective_scan(x, delta, a, b, c, self.D, chunk_size=self.chunk_size)
-        return self.out_proj(y * F.silu(z))
+        with torch.autocast(u.device.type, enabled=False):  # the recurrence runs in fp32
+            a = -torch.exp(self.A_log.float())
+            y = selective_scan(x.float(), delta.float(), a, b.float(), c.float(), self.D.float(),
+                               chunk_size=self.chunk_size)  # fmt: skip
+        return self.out_proj(y.to(x.dtype) * F.silu(z))

@@ -1,0 +1,183 @@
+"""Data-parallel runs under ``torchrun`` (torch.distributed): one process per GPU, or gloo on CPUs.
+
+``torchrun --nproc-per-node N -m m2bench run ...`` starts N copies of the run; each reads its
+rank from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and
+:func:`init` joins the process group (NCCL on CUDA, gloo on CPU). Multi-node runs use torchrun's
+usual rendezvous flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``). Without torchrun
+(``WORLD_SIZE`` unset or 1) everything here is a no-op and runs are single-process.
+
+What m2bench does with the ranks:
+
+- training (:func:`m2bench.loop.train`): the model is wrapped in DistributedDataParallel; every
+  rank walks the same shuffled global batches and computes the loss on its contiguous slice of
+  each (:func:`split_batch`), weighted by its share, so that DDP's gradient average equals the
+  gradient of the whole batch: a deterministic run gives the same weights as one process;
+- evaluation: :func:`shard` gives each rank a contiguous slice of the examples and
+  :func:`gather` puts the per-rank results back together in order on every rank, so each
+  example is scored exactly once (tasks that do not shard evaluate everything on every rank,
+  identically, and only rank 0's numbers are recorded);
+- tracking: only rank 0 talks to MLflow and writes files; throughput counts the global batch,
+  i.e. the samples of all ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from m2bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class State:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """True on rank 0, the only rank that logs and writes."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """True when there is more than one process."""
+        return self.world > 1
+
+
+def state() -> State:
+    """The current process's rank and world size (single-process when not under torchrun)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return State(torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                     int(os.environ.get("LOCAL_RANK", 0)))  # fmt: skip
+    return State(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))  # fmt: skip
+
+
+def init(device: str = "auto") -> State:
+    """Join the process group when launched by torchrun (idempotent); pin this rank's GPU.
+
+    Raises:
+        ConfigError: torchrun asked for more processes per node than there are GPUs.
+    """
+    s = state()
+    if not s.active or torch.distributed.is_initialized():
+        return s
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        if s.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"torchrun started local rank {s.local_rank} but this node has "
+                f"{torch.cuda.device_count()} GPU(s); lower --nproc-per-node"
+            )
+        torch.cuda.set_device(s.local_rank)
+    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return state()
+
+
+def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when there are several ranks, else unchanged.
+
+    ``M2BENCH_DDP_FIND_UNUSED=1`` turns on DDP's search for parameters a step does not use.
+    """
+    s = state()
+    if not s.active:
+        return model
+    dev = next(model.parameters()).device
+    find = os.environ.get("M2BENCH_DDP_FIND_UNUSED", "0") == "1"
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=find
+    )
+
+
+def _length(batch: Any) -> int | None:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            n = _length(item)
+            if n is not None:
+                return n
+    return None
+
+
+def _slice(batch: Any, lo: int, hi: int, n: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[lo:hi] if batch.dim() and batch.shape[0] == n else batch
+    if isinstance(batch, dict):
+        return {k: _slice(v, lo, hi, n) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_slice(v, lo, hi, n) for v in batch)
+    if (
+        isinstance(batch, list)
+        and len(batch) == n
+        and not any(isinstance(v, (torch.Tensor, dict, list, tuple)) for v in batch)
+    ):
+        return batch[lo:hi]
+    if isinstance(batch, list):
+        return [_slice(v, lo, hi, n) for v in batch]
+    return batch
+
+
+def bounds(n: int, s: State | None = None) -> tuple[int, int]:
+    """This rank's contiguous slice [lo, hi) of n items (the first n % world ranks get one more)."""
+    s = s or state()
+    base, extra = divmod(n, s.world)
+    lo = s.rank * base + min(s.rank, extra)
+    return lo, lo + base + (1 if s.rank < extra else 0)
+
+
+def split_batch(batch: Any) -> tuple[Any, float]:
+    """(this rank's slice of a global batch, loss weight) for data-parallel training.
+
+    Tensors (and lists of plain items) whose first dimension is the batch size are sliced;
+    everything else is passed whole. The weight is world * (slice size / batch size): DDP
+    averages gradients over ranks, so the weighted slice losses average to the whole batch's
+    mean loss. A batch smaller than the world size is processed whole on every rank (weight 1).
+    """
+    s = state()
+    n = _length(batch)
+    if not s.active or n is None or n < s.world:
+        return batch, 1.0
+    lo, hi = bounds(n, s)
+    return _slice(batch, lo, hi, n), s.world * (hi - lo) / n
+
+
+def shard(items: list) -> list:
+    """This rank's contiguous slice of ``items`` (all of them when single-process)."""
+    lo, hi = bounds(len(items))
+    return items[lo:hi]
+
+
+def gather(part: Any) -> list:
+    """Every rank's ``part`` (any picklable object), in rank order, on every rank."""
+    s = state()
+    if not s.active:
+        return [part]
+    out: list = [None] * s.world
+    torch.distributed.all_gather_object(out, part)
+    return out
+
+
+def all_sum(value: float) -> float:
+    """The sum of ``value`` over ranks (the value itself when single-process)."""
+    s = state()
+    if not s.active:
+        return value
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if on_gpu else "cpu")
+    torch.distributed.all_reduce(t)
+    return float(t.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when single-process)."""
+    if state().active and torch.distributed.is_initialized():
+        torch.distributed.barrier()
