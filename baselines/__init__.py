@@ -6,8 +6,13 @@ from baselines import (  # noqa: F401
     dense_bert,
     dlinear,
     gpt,
+    autoformer,
+    informer,
     itransformer,
+    mamba_ts,
     patchtst,
+    s_mamba,
     sentence_encoders,
+    ts_transformer,
     vit,
 )
