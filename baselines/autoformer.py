@@ -99,8 +99,8 @@ def auto_correlation(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, factor: 
         pad = (0, 0, 0, 0, 0, length - k.shape[1])
         k, v = F.pad(k, pad), F.pad(v, pad)
     k, v = k[:, :length], v[:, :length]
-    qf = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1)
-    kf = torch.fft.rfft(k.permute(0, 2, 3, 1), dim=-1)
+    qf = torch.fft.rfft(q.permute(0, 2, 3, 1).float(), dim=-1)  # cuFFT has no bfloat16
+    kf = torch.fft.rfft(k.permute(0, 2, 3, 1).float(), dim=-1)
     corr = torch.fft.irfft(qf * torch.conj(kf), n=length, dim=-1)  # (B, H, E, L)
     mean_corr = corr.mean(dim=(1, 2))  # (B, L)
     top_k = max(1, min(length, int(factor * math.log(length))))
@@ -111,14 +111,14 @@ def auto_correlation(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, factor: 
     else:
         weights, delays = mean_corr.topk(top_k, dim=-1)  # (B, k)
     weights = torch.softmax(weights, dim=-1)
-    values = v.permute(0, 2, 3, 1)  # (B, H, E, L)
+    values = v.permute(0, 2, 3, 1).float()  # (B, H, E, L)
     doubled = torch.cat([values, values], dim=-1)
     steps = torch.arange(length, device=q.device)
     out = torch.zeros_like(values)
     for i in range(top_k):
         index = (steps + delays[:, i, None])[:, None, None, :].expand_as(values)
         out = out + torch.gather(doubled, -1, index) * weights[:, i, None, None, None]
-    return out.permute(0, 3, 1, 2)
+    return out.permute(0, 3, 1, 2).to(v.dtype)
 
 
 class AutoCorrelationLayer(nn.Module):

@@ -12,8 +12,8 @@ LayerNorm, Linear(d_model -> c_out), last ``pred_len`` steps) with:
    decoder's cross-attention. For L_Q queries and L_K keys, ``factor * ceil(ln L_K)`` keys are
    sampled per query (with replacement, from torch's global CPU RNG, so ``torch.manual_seed``
    makes it reproducible); the sparsity measure is M = max of the sampled scores - (sum of the
-   sampled scores) / L_K, exactly as the reference code (the paper's "mean" term divides the
-   sampled sum by L_K, not by the sample size); the top ``u = factor * ceil(ln L_Q)`` queries
+   sampled scores) / L_K, as the reference code computes it (the sampled sum is divided by
+   L_K, not by the sample size: not the sample mean); the top ``u = factor * ceil(ln L_Q)`` queries
    get full softmax attention (scale 1/sqrt(d_head)); the lazy queries get the mean of V
    (unmasked) or, in the decoder's masked self-attention, the cumulative SUM of V (the
    original's choice; not a mean). u and the sample size are capped at L_Q and L_K; with
@@ -95,7 +95,7 @@ def prob_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, factor: in
         context = v.cumsum(dim=2)
     else:
         context = v.mean(dim=2, keepdim=True).expand(-1, -1, lq, -1).contiguous()
-    active = torch.softmax(scores, dim=-1) @ v  # (B, H, u, E)
+    active = (torch.softmax(scores, dim=-1) @ v).to(context.dtype)  # (B, H, u, E)
     return context.scatter(2, top[..., None].expand(-1, -1, -1, v.shape[-1]), active)
 
 

@@ -51,6 +51,7 @@ class Recipe:
 
     pred_len: int = 0  # H; 0: the dataset's first horizon (96; ILI 24)
     seq_len: int = 0  # L; 0: the dataset's (96; ILI 36)
+    label_len: int = 0  # decoder start tokens of encoder-decoder models; 0: the dataset's (48; 18)
     protocol: str = "clean"
     epochs: int = 10
     patience: int = 3
@@ -123,8 +124,11 @@ class TsForecast:
         seq_len, pred_len = recipe.seq_len or ds.seq_len, recipe.pred_len or ds.horizons[0]
         seed_everything(ctx.seeds[0])
         mark_dim = series.marks.shape[1] if recipe.marks and series.marks is not None else 0
-        net = ctx.build_model(seq_len=seq_len, pred_len=pred_len, enc_in=len(series.columns),
-                              mark_dim=mark_dim)  # fmt: skip
+        geometry = dict(seq_len=seq_len, pred_len=pred_len, enc_in=len(series.columns),
+                        mark_dim=mark_dim)  # fmt: skip
+        if hasattr(getattr(model, "config", None), "label_len"):  # encoder-decoder models
+            geometry["label_len"] = recipe.label_len or ds.label_len  # TSLib: 48 (ILI 18)
+        net = ctx.build_model(**geometry)
         windows = {
             s: _starts(series, s, seq_len, pred_len) for s in ("train", "validation", "test")
         }
@@ -151,7 +155,8 @@ class TsForecast:
                 "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={recipe.epochs} "
                           f"patience={recipe.patience} lradj={recipe.lradj}",
                 "legacy_drop_last": str(recipe.legacy_drop_last).lower(),
-                "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none"}  # fmt: skip
+                "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none",
+                "label_len": str(geometry.get("label_len", "n/a"))}  # fmt: skip
         return EvalOutput(metrics, perf, {name: z["mse"]}, tags)
 
 
