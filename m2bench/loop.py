@@ -190,8 +190,9 @@ def train(
             over those steps (device-synchronised).
         throughput_every: optimizer steps per throughput reading.
         checkpointing: save every N steps to a folder and optionally resume from it.
-        on_epoch_end: called after each complete epoch with its index (0-based); returning True
-            stops training (early stopping on a validation score, as TSLib does).
+        on_epoch_end: called after each epoch with its index (0-based), the last one included
+            (also when ``max_steps`` ends it early); returning True stops training (early
+            stopping on a validation score, as TSLib does).
 
     Raises:
         ModelFailure: the loss became NaN or infinite, or the data yielded no batch.
@@ -260,7 +261,9 @@ def train(
             if seen == 0:
                 raise ModelFailure("the training data yielded no batches; check the data")
             skip = 0
-            stop = result.steps < n_steps and on_epoch_end is not None and on_epoch_end(epoch)
+            # after every epoch, the last one too (also when max_steps cut it short): TSLib
+            # validates after its final epoch, and early stopping may keep those weights
+            stop = on_epoch_end is not None and on_epoch_end(epoch)
             epoch += 1
             if stop:
                 break

@@ -1,3 +1,15 @@
 """Task plugins; importing this package registers them (one line per task)."""
 
-from tasks import glue, imagenet, lm_harness, locov1, mnist, pile, ts_forecast  # noqa: F401
+from tasks import (  # noqa: F401
+    glue,
+    imagenet,
+    lm_harness,
+    locov1,
+    mnist,
+    pile,
+    ts_anomaly,
+    ts_classify,
+    ts_forecast,
+    ts_impute,
+    ts_short,
+)

@@ -217,3 +217,23 @@ def test_bundled_files_read_through_data_dir_are_recorded_relative_to_the_repo()
     """Records must not carry one checkout's absolute path (CI and users clone elsewhere)."""
     data = TASK.load("test", data_dir=str(TS.resolve()), subtask="ETTh1")
     assert data.provenance["data_source"] == "dir:tasks/data/ts/ETTh1.csv"
+
+
+def test_the_last_epoch_is_validated_and_can_be_the_best(tmp_path):
+    """TSLib validates after every epoch, the final one included."""
+    net = torch.nn.Linear(1, 1)
+    scores = iter([3.0, 2.0, 1.0])
+    weights = []
+
+    def val_score():
+        weights.append(net.weight.item())
+        return next(scores)
+
+    ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=4, out_dir=tmp_path)
+    stats = ts_train.fit(
+        net, n_train=8, make_batch=lambda idx, epoch: (torch.ones(len(idx), 1),),
+        loss_fn=lambda m, b: m(b[0]).pow(2).mean(), val_score=val_score, ctx=ctx,
+        recipe=ts_train.FitRecipe(lr=0.1, batch_size=4, epochs=3, patience=3),
+    )  # fmt: skip
+    assert stats["metrics"]["train/epochs"] == 3 and len(weights) == 3
+    assert net.weight.item() == pytest.approx(weights[2])  # the final epoch's weights were best
