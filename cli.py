@@ -471,5 +471,49 @@ def ui(port: int, host: str) -> None:
     os.execv(exe, args)
 
 
+@main.command(epilog=EPILOG)
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder of the database, artifacts and logs (created; reused on the next start).",
+)
+@click.option("--port", default=5000, show_default=True, type=int, help="MLflow server port.")
+@click.option("--pg-port", type=int, help="PostgreSQL port [a free one].")
+@click.option("--workers", type=int, help="MLflow server workers [min(4, CPUs)].")
+@_friendly
+def server(data_dir: str, port: int, pg_port: int | None, workers: int | None) -> None:
+    """Team tracking: PostgreSQL plus an MLflow server on 127.0.0.1, until Ctrl-C.
+
+    Many runs can log at once (the embedded SQLite store takes one writer at a time). Plain-shell
+    equivalent: scripts/mlflow_server.sh.
+    """
+    import signal
+
+    from m2bench.team import start_team
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop = Ctrl-C
+    click.echo(f"starting PostgreSQL and MLflow under {os.path.abspath(data_dir)} ...", err=True)
+    try:
+        with start_team(data_dir, port=port, pg_port=pg_port, workers=workers) as team:
+            click.echo(
+                f"MLflow tracking server at {team.url} (PostgreSQL on 127.0.0.1:"
+                f"{team.postgres.port}; logs in {team.server.log_path.parent}); Ctrl-C stops "
+                "both.\nPoint runs at it with:"
+            )
+            click.echo(f"export MLFLOW_TRACKING_URI={team.url}")
+            try:
+                code = team.server.proc.wait()
+            except KeyboardInterrupt:
+                click.echo("stopping MLflow and PostgreSQL ...", err=True)
+                return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    raise M2BenchError(f"the MLflow server exited with status {code}; see {team.server.log_path}")
+
+
 if __name__ == "__main__":
     main()

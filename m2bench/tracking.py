@@ -3,16 +3,25 @@
 Store: ``$MLFLOW_TRACKING_URI`` if set (e.g. a team server), else MLflow's embedded SQLite store
 ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns`` -- the same store ``m2bench ui``
 opens. One experiment per task (``m2bench/<task>``), one run per (task, model).
+
+Concurrency: SQLite lets one process write at a time. MLflow waits up to 20 s for the lock
+(``PRAGMA busy_timeout``) but does not retry when the wait runs out or when SQLite refuses at once
+to avoid a deadlock; every m2bench call on an SQLite store therefore retries "database is locked"
+with backoff, :data:`LOCK_RETRIES` times, then fails with a one-line :class:`StoreError`. Several
+concurrent writers belong on a tracking server (``m2bench server``, see ``m2bench/team.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import importlib.metadata as md
 import json
 import logging
 import os
 import platform
+import random
 import subprocess
 import tempfile
 import time
@@ -26,6 +35,8 @@ from m2bench.errors import StoreError
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_PARAM_LEN = 6000
+LOCK_RETRIES = 6  # retries of one store call that SQLite reported locked, with backoff
+LOCK_BACKOFF_S = 0.5  # first wait; doubles per retry (capped at 8 s), with jitter
 
 
 def tracking_uri() -> str:
@@ -55,6 +66,59 @@ def _check_writable_dir(folder: Path, what: str) -> None:
         )
 
 
+def _is_locked(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:  # mlflow wraps sqlalchemy, which wraps sqlite3
+        if "database is locked" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _retry_locked(uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, retried while the SQLite store ``uri`` is locked.
+
+    Raises:
+        StoreError: the store stayed locked through every retry.
+    """
+    for attempt in range(LOCK_RETRIES + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not _is_locked(exc):
+                raise
+        if attempt < LOCK_RETRIES:
+            delay = min(8.0, LOCK_BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.5)
+            log.info("tracking store %s is locked; retrying in %.1f s", uri, delay)
+            time.sleep(delay)
+    raise StoreError(
+        f"tracking store {uri} stayed locked by other writers ({LOCK_RETRIES} retries); SQLite "
+        "takes one writer at a time: run one process at a time, or start a team server "
+        "(m2bench server) and set MLFLOW_TRACKING_URI to it"
+    ) from None
+
+
+class _QuietLocks(logging.Filter):
+    """Drop MLflow's multi-line traceback for a lock that :func:`_retry_locked` handles."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database is locked" not in record.getMessage()
+
+
+class _LockRetryingClient:
+    """An ``MlflowClient`` whose calls retry while the SQLite store is locked."""
+
+    def __init__(self, client: Any, uri: str) -> None:
+        self._client = client
+        self._uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return functools.partial(_retry_locked, self._uri, attr)
+
+
 @functools.cache
 def _client(uri: str) -> Any:
     import mlflow
@@ -62,7 +126,30 @@ def _client(uri: str) -> Any:
 
     logging.getLogger("mlflow").setLevel(logging.getLogger().level or logging.WARNING)
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    if _sqlite_path(uri) is None:
+        return client
+    logging.getLogger("mlflow.store.db.utils").addFilter(_QuietLocks())
+    return _LockRetryingClient(client, uri)
+
+
+@contextlib.contextmanager
+def _schema_lock(db: Path | None) -> Any:
+    """Hold an exclusive lock on the folder of SQLite store ``db`` (nothing for other stores).
+
+    MLflow creates and migrates the schema of a new SQLite store on first use without a lock;
+    two processes doing it at once fail ("duplicate column name"). The lock is on the folder,
+    so no lock file is left behind.
+    """
+    if db is None or not db.parent.is_dir():
+        yield
+        return
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def experiment_name(task: str) -> str:
@@ -87,9 +174,10 @@ def preflight(task: str) -> str:
     if uri.startswith("file:") or (db is None and "://" not in uri):
         _check_writable_dir(Path(urlparse(uri).path or uri), "tracking store folder")
     try:
-        client = _client(uri)
         name = experiment_name(task)
-        exp = client.get_experiment_by_name(name)
+        with _schema_lock(db):
+            client = _client(uri)
+            exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         location = None
@@ -97,7 +185,15 @@ def preflight(task: str) -> str:
             root = default_artifact_root()
             _check_writable_dir(root, "artifact folder")
             location = root.as_uri()
-        return client.create_experiment(name, artifact_location=location)
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except StoreError:
+            raise
+        except Exception:
+            exp = client.get_experiment_by_name(name)  # a concurrent run may have created it
+            if exp is None:
+                raise
+            return exp.experiment_id
     except StoreError:
         raise
     except Exception as exc:  # mlflow raises many types; the user needs the URI and the cause
@@ -274,6 +370,10 @@ def search_runs(experiment_prefix: str = "m2bench/") -> Any:
     exps = [e for e in client.search_experiments() if e.name.startswith(experiment_prefix)]
     if not exps:
         return pd.DataFrame()
-    return mlflow.search_runs(
-        experiment_ids=[e.experiment_id for e in exps], max_results=100_000, output_format="pandas"
+    return _retry_locked(
+        tracking_uri(),
+        mlflow.search_runs,
+        experiment_ids=[e.experiment_id for e in exps],
+        max_results=100_000,
+        output_format="pandas",
     )
