@@ -1,12 +1,12 @@
 """Comparators for M2 models: same registry and contracts; importing this package registers them."""
 
 from baselines import (  # noqa: F401
+    autoformer,
     bert,
     bm25,
     dense_bert,
     dlinear,
     gpt,
-    autoformer,
     informer,
     itransformer,
     mamba_ts,

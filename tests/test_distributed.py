@@ -1,4 +1,4 @@
-"""Data-parallel runs: sharding arithmetic, and 2 gloo processes under torchrun against 1 process."""
+"""Data-parallel runs: shard arithmetic, and 2 gloo processes under torchrun against 1 process."""
 
 from __future__ import annotations
 
