@@ -48,3 +48,5 @@ for f in $OUT/runs_*/ts-forecast/*/metrics.json; do
   d=$(dirname $f); cp $f $OUT/metrics_$(basename $d)_$(basename $(dirname $(dirname $d)) | cut -d_ -f2).json
 done
 rm -rf $OUT/runs_*/ts-forecast/*/model.pt $OUT/runs_*/ts-forecast/*/checkpoints
+# the device returns at most 8 files: the tables, and everything else in one archive
+(cd $OUT && tar czf logs.tgz *.log *.db metrics_*.json runs_* && rm -rf *.log *.db metrics_*.json runs_*)

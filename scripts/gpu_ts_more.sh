@@ -78,3 +78,5 @@ for f in sorted(glob.glob(f"{out}/leaderboard_*.csv")):
     print(os.path.basename(f)); print(lb[cols].to_string(index=False))
 EOF
 rm -rf $OUT/runs_*/*/*/model.pt $OUT/runs_*/*/*/checkpoints
+# the device returns at most 8 files: the six tables, and everything else in one archive
+(cd $OUT && tar czf logs.tgz *.log *.db runs_* && rm -rf *.log *.db runs_*)
