@@ -191,9 +191,10 @@ class Classifier(nn.Module):
         with torch.no_grad():
             was = backbone.training
             backbone.eval()
-            probe = backbone.features(torch.zeros(2, c.seq_len, c.enc_in))
+            device = next(backbone.parameters()).device  # probe where the backbone lives
+            probe = backbone.features(torch.zeros(2, c.seq_len, c.enc_in, device=device))
             backbone.train(was)
-        self.head = ClassificationHead(probe.shape[1], n_classes, dropout)
+        self.head = ClassificationHead(probe.shape[1], n_classes, dropout).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, C) -> (B, n_classes) logits."""
