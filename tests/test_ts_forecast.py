@@ -17,7 +17,7 @@ from m2bench import tracking
 from m2bench.data import sample_dir
 from m2bench.errors import DataError
 from m2bench.metrics import point_errors
-from m2bench.registry import create_model, get_task
+from m2bench.registry import MODELS, create_model, get_task, list_models
 from m2bench.specs import EvalContext
 from tasks import ts_data, ts_forecast, ts_train
 
@@ -237,3 +237,32 @@ def test_the_last_epoch_is_validated_and_can_be_the_best(tmp_path):
     )  # fmt: skip
     assert stats["metrics"]["train/epochs"] == 3 and len(weights) == 3
     assert net.weight.item() == pytest.approx(weights[2])  # the final epoch's weights were best
+
+
+FORECAST_TINY = [n for n in list_models() if MODELS.get(n).kind == "forecast" and "tiny" in n]
+
+
+def test_every_model_family_has_its_three_mixer_arms():
+    families = {"transformer", "informer", "autoformer", "patchtst", "itransformer", "mamba",
+                "s_mamba"}  # fmt: skip
+    for f in families:
+        for arm in ("", "_dense", "_monarch"):
+            assert MODELS.get(f + arm).kind == "forecast" and f"{f}{arm}_tiny" in FORECAST_TINY
+    assert "dlinear" in list_models()
+
+
+@pytest.mark.parametrize("name", FORECAST_TINY)
+def test_every_model_trains_a_step_on_real_etth1_windows(name):
+    s = _series("ETTh1", 96)
+    torch.manual_seed(0)
+    net = create_model(name, pred_len=24, mark_dim=4)
+    x, xm, ym, y = ts_forecast._batch(s, list(range(0, 800, 100)), 96, 24, "cpu", True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = torch.nn.functional.mse_loss(net(x, xm, ym), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters(), strict=True))
+    with torch.no_grad():
+        assert torch.isfinite(net(x, xm, ym)).all()
