@@ -99,6 +99,11 @@ def main(verbose: bool) -> None:
     help="Time-series tasks: tslib reproduces the published protocol, clean (default) fixes its "
     "known leaks (= task.protocol=...).",
 )
+@click.option(
+    "--parallel",
+    type=click.Choice(["ddp", "fsdp"]),
+    help="Under torchrun: DistributedDataParallel (default) or FSDP for models that do not fit.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @_friendly
@@ -122,6 +127,9 @@ def run(
     pred_len = flags.pop("pred_len")
     if pred_len is not None:
         overrides = (*overrides, f"task.pred_len={pred_len}")
+    parallel = flags.pop("parallel")
+    if parallel is not None:
+        os.environ["M2BENCH_PARALLEL"] = parallel  # read by m2bench.distributed on every rank
     protocol = flags.pop("protocol")
     if protocol is not None:
         overrides = (*overrides, f"task.protocol={protocol}")

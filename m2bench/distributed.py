@@ -8,14 +8,18 @@ usual rendezvous flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``). Wit
 
 What m2bench does with the ranks:
 
-- training (:func:`m2bench.loop.train`): the model is wrapped in DistributedDataParallel; every
-  rank walks the same shuffled global batches and computes the loss on its contiguous slice of
-  each (:func:`split_batch`), weighted by its share, so that DDP's gradient average equals the
-  gradient of the whole batch: a deterministic run gives the same weights as one process;
-- evaluation: :func:`shard` gives each rank a contiguous slice of the examples and
+- training (:func:`m2bench.loop.train`): the model is wrapped in DistributedDataParallel
+  (``--parallel ddp``, the default) or sharded with FSDP (``--parallel fsdp``: PyTorch's
+  ``fully_shard`` on every block of each ``nn.ModuleList`` and on the root, for models whose
+  weights, gradients and optimizer state do not fit on one GPU); every rank walks the same
+  shuffled global batches and computes the loss on its contiguous slice of each
+  (:func:`split_batch`), weighted by its share, so that the gradient average over ranks equals
+  the gradient of the whole batch: a deterministic run gives the same weights as one process;
+- evaluation: under DDP :func:`shard` gives each rank a contiguous slice of the examples and
   :func:`gather` puts the per-rank results back together in order on every rank, so each
   example is scored exactly once (tasks that do not shard evaluate everything on every rank,
-  identically, and only rank 0's numbers are recorded);
+  identically, and only rank 0's numbers are recorded). Under FSDP every forward pass is a
+  collective, so every rank evaluates every example in lockstep (no sharding);
 - tracking: only rank 0 talks to MLflow and writes files; throughput counts the global batch,
   i.e. the samples of all ranks.
 """
@@ -80,14 +84,43 @@ def init(device: str = "auto") -> State:
     return state()
 
 
+STRATEGIES = ("ddp", "fsdp")
+
+
+def strategy() -> str:
+    """``ddp`` or ``fsdp``, from ``M2BENCH_PARALLEL`` (set by ``m2bench run --parallel``).
+
+    Raises:
+        ConfigError: an unknown value.
+    """
+    value = os.environ.get("M2BENCH_PARALLEL", "ddp")
+    if value not in STRATEGIES:
+        raise ConfigError(f"M2BENCH_PARALLEL={value!r} is not one of {', '.join(STRATEGIES)}")
+    return value
+
+
+def fsdp() -> bool:
+    """True when several ranks train with FSDP."""
+    return state().active and strategy() == "fsdp"
+
+
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when there are several ranks, else unchanged.
+    """``model`` in DDP (or sharded in place by FSDP) when there are several ranks, else as is.
 
     ``M2BENCH_DDP_FIND_UNUSED=1`` turns on DDP's search for parameters a step does not use.
     """
     s = state()
     if not s.active:
         return model
+    if strategy() == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for module in list(model.modules()):
+            if isinstance(module, torch.nn.ModuleList):
+                for block in module:
+                    if any(p.requires_grad for p in block.parameters()):
+                        fully_shard(block)
+        return fully_shard(model)
     dev = next(model.parameters()).device
     find = os.environ.get("M2BENCH_DDP_FIND_UNUSED", "0") == "1"
     return torch.nn.parallel.DistributedDataParallel(
@@ -151,15 +184,20 @@ def split_batch(batch: Any) -> tuple[Any, float]:
 
 
 def shard(items: list) -> list:
-    """This rank's contiguous slice of ``items`` (all of them when single-process)."""
+    """This rank's contiguous slice of ``items`` (all of them single-process or under FSDP)."""
+    if fsdp():
+        return items
     lo, hi = bounds(len(items))
     return items[lo:hi]
 
 
 def gather(part: Any) -> list:
-    """Every rank's ``part`` (any picklable object), in rank order, on every rank."""
+    """Every rank's ``part`` (any picklable object), in rank order, on every rank.
+
+    Pairs with :func:`shard`: under FSDP (no sharding) it returns this rank's part alone.
+    """
     s = state()
-    if not s.active:
+    if not s.active or fsdp():
         return [part]
     out: list = [None] * s.world
     torch.distributed.all_gather_object(out, part)

@@ -201,9 +201,9 @@ def train(
     from tqdm.auto import tqdm
 
     n_steps = total_steps(cfg, micro_batches_per_epoch)
-    opt, set_lr = (optimizer or warmup_linear(cfg))(model, n_steps)
     dist = distributed.state()
-    net = distributed.wrap(model)  # DDP under torchrun; the model itself otherwise
+    net = distributed.wrap(model)  # DDP or FSDP under torchrun (before the optimizer sees the
+    opt, set_lr = (optimizer or warmup_linear(cfg))(model, n_steps)  # sharded parameters)
     result = TrainResult(steps=0, micro_batches=0)
     epoch, skip = 0, 0
     if checkpointing is not None and checkpointing.resume:
@@ -254,7 +254,7 @@ def train(
                     on_throughput(result.steps, *rate.read())
                 done = result.steps >= n_steps
                 every = checkpointing.every if checkpointing is not None else 0
-                if every and dist.main and (done or result.steps % every == 0):  # one writer
+                if every and (done or result.steps % every == 0):  # rank 0 writes
                     _save(checkpointing.folder, model, opt, result, epoch, seen)
                 if done:
                     break
@@ -294,10 +294,23 @@ class _Rate:
 
 
 def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) -> None:
-    """Write ``folder/last.pt`` atomically (a crash mid-write keeps the previous checkpoint)."""
+    """Write ``folder/last.pt`` atomically (a crash mid-write keeps the previous checkpoint).
+
+    Under torchrun every rank calls this (gathering the full weights and optimizer state is a
+    collective) and rank 0 writes.
+    """
+    model_state, opt_state = model.state_dict(), opt.state_dict()
+    if distributed.state().active:
+        from torch.distributed.checkpoint import state_dict as dcp
+
+        full = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = dcp.get_model_state_dict(model, options=full)
+        opt_state = dcp.get_optimizer_state_dict(model, opt, options=full)
+        if not distributed.state().main:
+            return
     folder.mkdir(parents=True, exist_ok=True)
     state = {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": result.steps,
+        "model": model_state, "optimizer": opt_state, "step": result.steps,
         "epoch": epoch, "micro_batches_in_epoch": seen, "micro_batches": result.micro_batches,
         "samples": result.samples, "tokens": result.tokens, "losses": result.losses,
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -316,9 +329,16 @@ def _restore(folder: Path, model, opt, result: TrainResult) -> tuple[int, int]:
         return 0, 0  # nothing to resume: a fresh run
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-    except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        if distributed.state().active:  # full (unsharded) states, written by rank 0
+            from torch.distributed.checkpoint import state_dict as dcp
+
+            full = dcp.StateDictOptions(full_state_dict=True)
+            dcp.set_model_state_dict(model, state["model"], options=full)
+            dcp.set_optimizer_state_dict(model, opt, state["optimizer"], options=full)
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, EOFError, OSError, pickle.UnpicklingError) as exc:
         raise DataError(f"cannot resume from {path} ({str(exc).splitlines()[0][:120]}); "
                         "delete it to start afresh") from None  # fmt: skip
     result.steps = result.resumed_from = state["step"]

@@ -125,7 +125,9 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
     tags = run_tags("eval", spec, mspec, cfg, model, data, device, precision)
     main = distributed.state().main
     if main:
-        tags = {**tags, "world_size": str(distributed.state().world)}
+        world = distributed.state().world
+        tags = {**tags, "world_size": str(world),
+                "parallel": distributed.strategy() if world > 1 else "none"}  # fmt: skip
     run = tracking.start_run(spec.name, cfg.model, tags) if main else _RankRun()
     out_dir = out_root / cfg.model
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -44,11 +44,12 @@ def test_single_process_is_a_no_op():
     assert distributed.shard([1, 2, 3]) == [1, 2, 3] and distributed.gather(5) == [5]
 
 
-def _run(tmp: Path, nproc: int) -> dict:
+def _run(tmp: Path, nproc: int, parallel: str = "ddp") -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
     args = ["run", "--task", "ts-forecast:ETTh1", "--sample", "--model", "dlinear", "--max-steps",
-            "6", "--device", "cpu", "--out", str(tmp / "runs"), "--no-progress"]  # fmt: skip
+            "6", "--device", "cpu", "--out", str(tmp / "runs"), "--no-progress",
+            "--parallel", parallel]  # fmt: skip
     if nproc == 1:
         cmd = [sys.executable, "-m", "m2bench", *args]
     else:
@@ -59,11 +60,24 @@ def _run(tmp: Path, nproc: int) -> dict:
     return json.loads((tmp / "runs/ts-forecast/dlinear/metrics.json").read_text())
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    """Same data order, global batches split over 2 ranks, DDP's average: the same model."""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process(tmp_path, parallel):
+    """Same data order, global batches split over 2 ranks, gradients averaged: the same model."""
     one = _run(tmp_path / "one", 1)
-    two = _run(tmp_path / "two", 2)
+    two = _run(tmp_path / "two", 2, parallel)
     assert two["ETTh1/n_eval"] == one["ETTh1/n_eval"] == 256  # every window scored once
     for key in ("mse", "mae", "orig_mse", "train_final_loss"):
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
     assert two["train/steps"] == one["train/steps"] == 6
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_checkpoints_round_trip_under_torchrun(tmp_path, parallel):
+    """Rank 0 writes the gathered full state; each rank restores it into a fresh (sharded) model."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", "29541", str(ROOT / "tests/helpers/ckpt_roundtrip.py"), parallel,
+           str(tmp_path / "ckpt")]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert res.stdout.count("OK ") == 2 and (tmp_path / "ckpt/last.pt").is_file()
