@@ -77,8 +77,11 @@ class PatchTSTConfig:
                      "patch_len", "stride"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.seq_len < self.patch_len:
-            raise ConfigError(f"seq_len ({self.seq_len}) must be >= patch_len ({self.patch_len})")
+        if self.seq_len + self.stride < self.patch_len:  # the end padding makes up the rest
+            raise ConfigError(
+                f"seq_len + stride ({self.seq_len} + {self.stride}) must be >= patch_len "
+                f"({self.patch_len})"
+            )
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"

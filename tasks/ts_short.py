@@ -103,8 +103,7 @@ SPEC = TaskSpec(
         sample_sha256=SAMPLE_SHA256,
         citation="M4 (Makridakis et al. 2020); TSLib (Wu et al. 2023); arXiv 2508.09153",
     ),
-    # no PatchTST: its patch_len 16 exceeds Yearly's 2H = 12 (the fork has no PatchTST M4 script)
-    default_models=("itransformer", "itransformer_dense", "dlinear"),
+    default_models=("patchtst", "patchtst_dense", "itransformer", "itransformer_dense", "dlinear"),
     model_kinds=("forecast",),
     sample_size=256,
     trains=True,

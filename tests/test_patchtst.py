@@ -115,7 +115,7 @@ def test_training_step_on_etth1_gives_finite_gradients(name, etth1_windows):
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        (dict(seq_len=8), "patch_len"),
+        (dict(seq_len=7), "patch_len"),
         (dict(d_model=30, n_heads=4), "n_heads"),
         (dict(mixer="mamba"), "mixer"),
         (dict(dropout=1.5), "dropout"),
@@ -125,3 +125,13 @@ def test_training_step_on_etth1_gives_finite_gradients(name, etth1_windows):
 def test_bad_config_raises(overrides, field):
     with pytest.raises(ConfigError, match=field):
         create_model("patchtst_tiny", **overrides)
+
+
+def test_short_inputs_padded_to_one_patch_as_tslib():
+    """M4 Yearly: seq_len 2H = 12 < patch_len 16; TSLib's end padding of 8 gives one patch."""
+    c = PatchTSTConfig(seq_len=12, pred_len=6, enc_in=1, **TINY)
+    assert c.patch_num == 1
+    assert _tiny("attention", seq_len=12, pred_len=6, enc_in=1)(torch.randn(3, 12, 1)).shape == (
+        3, 6, 1)  # fmt: skip
+    with pytest.raises(ConfigError, match="patch_len"):
+        PatchTSTConfig(seq_len=7, **TINY)
