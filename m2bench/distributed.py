@@ -183,6 +183,11 @@ def split_batch(batch: Any) -> tuple[Any, float]:
     return _slice(batch, lo, hi, n), s.world * (hi - lo) / n
 
 
+def sharded() -> bool:
+    """True when evaluation is split over ranks (several ranks under DDP; never under FSDP)."""
+    return state().active and not fsdp()
+
+
 def shard(items: list) -> list:
     """This rank's contiguous slice of ``items`` (all of them single-process or under FSDP)."""
     if fsdp():

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from m2bench import data as mdata
-from m2bench import loop, timing
+from m2bench import distributed, loop, timing
 from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
@@ -271,7 +271,7 @@ def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
 def evaluate_stream(model, stream: np.ndarray, seq_len: int, batch_size: int, ctx) -> tuple:
     """(sum of nats, scored tokens, model seconds) over ``[EOS] + stream``, each token once."""
     full = torch.from_numpy(np.concatenate([[GPT2_EOS], stream]))
-    starts = list(range(0, len(full) - 1, seq_len))
+    starts = distributed.shard(list(range(0, len(full) - 1, seq_len)))  # this rank's windows
     nats, count, seconds = 0.0, 0, 0.0
     for b in range(0, len(starts), batch_size):
         chunk = starts[b : b + batch_size]
@@ -286,7 +286,8 @@ def evaluate_stream(model, stream: np.ndarray, seq_len: int, batch_size: int, ct
                 logits.reshape(-1, GPT2_VOCAB), y.reshape(-1), reduction="sum"
             ).item()
             count += y.numel()
-    return nats, count, seconds
+    parts = distributed.gather((nats, count, seconds))  # under torchrun: every rank's windows
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), max(p[2] for p in parts)
 
 
 # --- the task --------------------------------------------------------------------------------

@@ -81,3 +81,20 @@ def test_checkpoints_round_trip_under_torchrun(tmp_path, parallel):
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert res.stdout.count("OK ") == 2 and (tmp_path / "ckpt/last.pt").is_file()
+
+
+def test_pile_evaluation_sharded_over_two_ranks_scores_every_token_once():
+    script = str(ROOT / "tests/helpers/eval_shards.py")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    one = subprocess.run([sys.executable, script], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29542", script], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    ((_, nats1, count1),) = [line.split() for line in one.stdout.splitlines() if line[:3] == "OK "]
+    ranks = [line.split() for line in two.stdout.splitlines() if line[:3] == "OK "]
+    assert int(count1) == 1000 and len(ranks) == 2  # every token of the stream scored once
+    for _, nats, count in ranks:  # every rank holds the totals over both shards
+        assert int(count) == 1000 and float(nats) == pytest.approx(float(nats1), rel=1e-6)

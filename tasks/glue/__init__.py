@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from m2bench import loop, timing
+from m2bench import distributed, loop, timing
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.layers.heads import SequenceClassifier
@@ -103,14 +103,18 @@ def _loss(model: torch.nn.Module, item: tuple[dict, torch.Tensor]) -> torch.Tens
 def _predict(model, rows, ctx: EvalContext, max_length: int, precision: str, regression: bool):
     model.eval()
     preds, tokens = [], 0
+    mine = distributed.shard(rows)  # under torchrun: this rank's slice; every row once overall
     with timing.Stopwatch(ctx.device) as sw:
-        for batch, _chunk in _batches(rows, ctx.batch_size, model.encoder, max_length, ctx.device):
+        for batch, _chunk in _batches(mine, ctx.batch_size, model.encoder, max_length, ctx.device):
             tokens += batch["attention_mask"].numel()
             with autocast(ctx.device, precision):
                 logits = model(batch).float()
             out = logits.squeeze(-1) if regression else logits.argmax(-1)
             preds += out.cpu().tolist()
-    return preds, timing.Throughput.of(len(rows), tokens, sw.seconds)
+    parts = distributed.gather((preds, tokens, sw.seconds))  # in rank order = row order
+    preds = [p for part in parts for p in part[0]]
+    tokens, seconds = sum(p[1] for p in parts), max(p[2] for p in parts)
+    return preds, timing.Throughput.of(len(rows), tokens, seconds)
 
 
 @register_task(SPEC)
