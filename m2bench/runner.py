@@ -167,7 +167,10 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         if score is None or not np.isfinite(score):
             raise ModelFailure(f"task {spec.name} returned no finite {spec.metric} ({score})")
         # a task that builds its model at its own geometry reports that model's parameters
-        metrics = {**param_counts(model), **result.metrics, **result.perf}
+        counts = param_counts(model)
+        if "params_m" in result.metrics:  # the task's model (its geometry) wins; the builder's
+            counts = {}  # default-geometry counts would describe another model
+        metrics = {**counts, **result.metrics, **result.perf}
         if main:
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         run.log_metrics(metrics)

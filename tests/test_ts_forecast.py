@@ -131,6 +131,7 @@ def test_cli_sample_run_trains_and_logs(store: Path):
     r = tracking.search_runs().iloc[0]
     assert r["metrics.ETTh1/n_eval"] == 256 and r["tags.pred_len"] == "192"
     assert r["metrics.params_m"] == pytest.approx(2 * (96 * 192 + 192) / 1e6)
+    assert pd.isna(r.get("metrics.params_nonembed_m"))  # not the default-geometry model's count
     assert r["metrics.train/steps"] == 20 and r["tags.protocol"] == "clean"
     assert 0 < r["metrics.mse"] < 3 and r["metrics.orig_mse"] > r["metrics.mse"]
     assert r["tags.data_source"] == "sample:ts/ETTh1.csv"
