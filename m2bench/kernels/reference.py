@@ -2,6 +2,15 @@
 
 - :func:`blockdiag_matmul`: x (M, nblocks * in_block), w (nblocks, out_block, in_block) ->
   y (M, nblocks * out_block) with ``y[:, b*out:(b+1)*out] = x[:, b*in:(b+1)*in] @ w[b].T``.
+- :func:`monarch_matmul`: x (M, b * p), w1 (b, r, p), w2 (b, s, r) -> y (M, s * b), the order-2
+  Monarch product ``P2 · BD2 · P1 · BD1 · x`` exactly as ``MonarchLinear.forward`` lays it out
+  before truncation:
+
+  1. ``BD1``: ``h[m, i, j] = sum_k x[m, i*p + k] * w1[i, j, k]``, h (M, b, r);
+  2. ``P1``: h transposed to (M, r, b) and read as b chunks of r, hp (M, b, r), so
+     ``hp.flat[m, j*b + i] = h[m, i, j]``;
+  3. ``BD2``: ``z[m, c, u] = sum_t hp[m, c, t] * w2[c, u, t]``, z (M, b, s);
+  4. ``P2``: z transposed to (M, s, b) and flattened, ``y[m, u*b + c] = z[m, c, u]``.
 """
 
 from __future__ import annotations
@@ -14,3 +23,14 @@ def blockdiag_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     nblocks, out_block, in_block = w.shape
     xb = x.reshape(x.shape[0], nblocks, in_block)
     return torch.einsum("mbi,boi->mbo", xb, w).reshape(x.shape[0], nblocks * out_block)
+
+
+def monarch_matmul(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """Order-2 Monarch product ``P2 · BD2 · P1 · BD1 · x``; shapes in the module docstring."""
+    nblocks, r, p = w1.shape
+    s = w2.shape[1]
+    m = x.shape[0]
+    h = torch.einsum("mbp,brp->mbr", x.reshape(m, nblocks, p), w1)  # BD1
+    h = h.transpose(1, 2).reshape(m, nblocks, r)  # P1, then b chunks of r
+    z = torch.einsum("mbr,bsr->mbs", h, w2)  # BD2
+    return z.transpose(1, 2).reshape(m, s * nblocks)  # P2

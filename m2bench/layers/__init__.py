@@ -6,10 +6,10 @@
 - ``heads.py``: pooler, masked-LM head and classification head.
 
 Every layer takes ``kernel``: ``"torch"`` (plain PyTorch everywhere) or ``"triton"`` (the Triton
-kernels m2bench has: so far the block-diagonal matmul of the GLU MLP; the long convolutions and
-the Monarch layer have none yet and run their PyTorch code, which :data:`TRITON_COVERAGE` states
-and every run tags as ``kernel_impl``). Anything else raises
-:class:`~m2bench.errors.ConfigError`.
+kernels m2bench has: the block-diagonal matmul of the GLU MLP and the order-2 Monarch multiply of
+:class:`~m2bench.layers.monarch.MonarchLinear`; the long convolutions have none yet and run their
+PyTorch code, which :data:`TRITON_COVERAGE` states and every run tags as ``kernel_impl``).
+Anything else raises :class:`~m2bench.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from m2bench.errors import ConfigError
 #: Implementations a layer can run with.
 KERNELS = ("torch", "triton")
 #: what ``kernel="triton"`` runs, per building block (the run tag ``kernel_impl``)
-TRITON_COVERAGE = "blockdiag_mlp:triton long_conv:torch monarch:torch"
+TRITON_COVERAGE = "blockdiag_mlp:triton long_conv:torch monarch:triton"
 
 
 def check_kernel(kernel: str) -> str:

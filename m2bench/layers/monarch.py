@@ -50,6 +50,19 @@ def _triton_blockdiag(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return blockdiag_matmul(x, w)
 
 
+def _triton_monarch(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """The Triton Monarch kernel, in the autocast dtype when autocast is on (as einsum would be)."""
+    from m2bench.kernels.monarch_triton import monarch_matmul
+
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        x, w1, w2 = x.to(dtype), w1.to(dtype), w2.to(dtype)
+    else:
+        w1, w2 = w1.to(x.dtype), w2.to(x.dtype)
+    return monarch_matmul(x, w1, w2)
+
+
 def _stride_permutation(nblocks: int, block: int) -> torch.Tensor:
     """``perm`` such that ``x[perm]`` turns a (nblocks, block) layout into (block, nblocks)."""
     return torch.arange(nblocks * block).view(nblocks, block).t().reshape(-1)
@@ -137,7 +150,9 @@ class MonarchLinear(nn.Module):
         out_features: output width.
         nblocks: blocks per factor.
         bias: add a learned bias of shape (out_features,).
-        kernel: implementation; only ``"torch"``.
+        kernel: ``"torch"`` (the einsums below) or ``"triton"``
+            (:mod:`m2bench.kernels.monarch_triton`, the permutations folded into its loads and
+            stores; padding, truncation and bias stay here).
     """
 
     def __init__(
@@ -170,11 +185,17 @@ class MonarchLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the map to the last dimension of ``x``."""
         lead, b = x.shape[:-1], self.nblocks
-        x = F.pad(x, (0, b * self.p - self.in_features)).reshape(*lead, b, self.p)
-        h = torch.einsum("...bp,brp->...br", x, self.weight1)  # BD1
-        h = h.transpose(-1, -2).reshape(*lead, b, self.r)  # P1, then b chunks of r
-        y = torch.einsum("...br,bsr->...bs", h, self.weight2)  # BD2
-        y = y.transpose(-1, -2).reshape(*lead, b * self.s)[..., : self.out_features]  # P2
+        x = F.pad(x, (0, b * self.p - self.in_features))
+        if self.kernel == "triton":
+            y = _triton_monarch(x.reshape(-1, b * self.p), self.weight1, self.weight2)
+            y = y.reshape(*lead, b * self.s)
+        else:
+            x = x.reshape(*lead, b, self.p)
+            h = torch.einsum("...bp,brp->...br", x, self.weight1)  # BD1
+            h = h.transpose(-1, -2).reshape(*lead, b, self.r)  # P1, then b chunks of r
+            y = torch.einsum("...br,bsr->...bs", h, self.weight2)  # BD2
+            y = y.transpose(-1, -2).reshape(*lead, b * self.s)  # P2
+        y = y[..., : self.out_features]
         return y if self.bias is None else y + self.bias
 
     def to_dense(self) -> torch.Tensor:
