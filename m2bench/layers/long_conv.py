@@ -186,7 +186,8 @@ class ImplicitLongConv(nn.Module):
     Args:
         channels: channels of the input.
         max_len: longest sequence supported.
-        kernel: implementation; only ``"torch"``.
+        kernel: only the PyTorch FFT exists; ``"triton"`` is accepted and runs it (the mixer
+            fuses the gating around it, :mod:`m2bench.kernels.gating_triton`).
         **filter_kwargs: passed to :class:`HyenaFilter`.
     """
 

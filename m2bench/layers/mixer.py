@@ -17,6 +17,12 @@ fixture in ``tests/fixtures/m2_bert_oracle``.
 There is no norm or residual connection around the mixer; the input reaches the output only
 through ``residual_conv``.
 
+With ``kernel="triton"`` steps 2-3 run as one kernel on ``in_proj``'s (B, L, 3d) output and
+steps 4 (gate) to 5 plus the transpose for ``out_proj`` as another
+(:mod:`m2bench.kernels.gating_triton`); the FFT convolutions stay PyTorch, fed float32. A mask
+is applied by the torch ops around the kernels: masked rows of the ``in_proj`` output are zeroed
+before the short conv, and masked steps of ``v * x1`` after it, as the torch path does.
+
 :class:`BlockdiagGLU`, input h (B, L, d) -> (B, L, d):
 ``LayerNorm(fc_out(GELU(g) * v) + h)`` where ``[g, v] = fc_in(h)`` (first I features gate, last I
 are the value) and ``fc_in``/``fc_out`` are block-diagonal (:class:`BlockdiagLinear`).
@@ -56,7 +62,8 @@ class M2SequenceMixer(nn.Module):
         bidirectional: bidirectional (True) or causal long convolutions.
         residual_long_conv: add the long conv of the mixer input (official M2-BERT: True).
         short_conv_size: taps of the causal depthwise short conv.
-        kernel: implementation; only ``"torch"``.
+        kernel: ``"torch"``, or ``"triton"`` (fused short conv + gating around the FFT long
+            convolutions, which stay PyTorch).
     """
 
     def __init__(
@@ -100,6 +107,8 @@ class M2SequenceMixer(nn.Module):
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mix ``u`` (B, L, d) along the sequence; ``mask`` (B, L) bool zeroes pads before convs."""
+        if self.kernel == "triton":
+            return self._forward_fused(u, mask)
         seqlen = u.shape[1]
         x = _zero_masked(self.in_proj(u).transpose(1, 2), mask)
         x = self.short_conv(x)[..., :seqlen]  # padding on both sides; the first L are causal
@@ -108,6 +117,20 @@ class M2SequenceMixer(nn.Module):
         if self.residual_conv is not None:
             y = y + self.residual_conv(_zero_masked(u.transpose(1, 2), mask))
         return self.out_proj(y.transpose(1, 2))
+
+    def _forward_fused(self, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` with the two gating kernels around the (PyTorch) FFT long convolutions."""
+        from m2bench.kernels.gating_triton import gate_out, short_conv_gate
+
+        z = self.in_proj(u)  # (B, L, 3d), read by the kernel in this layout
+        if mask is not None:
+            z = z * mask[..., None].to(z.dtype)
+        pre, x2 = short_conv_gate(z, self.short_conv.weight.squeeze(1), self.short_conv.bias)
+        y = self.long_conv(_zero_masked(pre, mask))  # float32 in, float32 out
+        res = None
+        if self.residual_conv is not None:
+            res = self.residual_conv(_zero_masked(u.transpose(1, 2), mask))
+        return self.out_proj(gate_out(y, x2, res))
 
 
 class BlockdiagGLU(nn.Module):
@@ -119,7 +142,7 @@ class BlockdiagGLU(nn.Module):
         nblocks: blocks of both block-diagonal weights.
         layer_norm_eps: epsilon of the output LayerNorm.
         dropout: dropout after the gated activation.
-        kernel: implementation; only ``"torch"``.
+        kernel: ``"torch"`` or ``"triton"`` (the block-diagonal Triton kernel).
     """
 
     def __init__(

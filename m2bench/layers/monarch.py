@@ -79,7 +79,7 @@ class BlockdiagLinear(nn.Module):
         out_features: output width.
         nblocks: number of diagonal blocks.
         bias: add a learned bias of shape (out_features,).
-        kernel: implementation; only ``"torch"``.
+        kernel: ``"torch"`` or ``"triton"`` (:mod:`m2bench.kernels.blockdiag_triton`).
     """
 
     def __init__(

@@ -35,7 +35,9 @@ Deviations from the official code:
   max_len); the implicit kernels are then evaluated on the first L positions, as the official
   filter does.
 - Parameter names differ from the official ones; ``m2bench.checkpoints`` maps them both ways.
-- Only the plain PyTorch implementation exists (``kernel="torch"``).
+- ``kernel="torch"`` (default) is plain PyTorch; ``kernel="triton"`` runs m2bench's Triton kernels
+  (block-diagonal MLP, fused gating around the FFT convolution; the FFT stays PyTorch), see
+  :data:`m2bench.layers.TRITON_COVERAGE`.
 """
 
 from __future__ import annotations
