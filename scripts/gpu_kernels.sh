@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the H200 device: the Triton kernel parity tests on CUDA (tests/test_kernels.py and
-# tests/test_gpu.py), then M2-BERT-80M with kernel=triton (Triton block-diagonal MLP, PyTorch long
-# convolutions) added to the committed bench CSV. Carry [".gpu_carry"]
+# tests/test_gpu.py), then M2-BERT-80M with kernel=triton (Triton block-diagonal MLP and fused
+# gating around the PyTorch FFT convolution; the Monarch multiply is tested, no model uses it)
+# added to the committed bench CSV. Carry [".gpu_carry"]
 # (scripts/prepare_gpu_carry.sh); run as `M2BENCH_GIT_SHA=<commit> bash scripts/gpu_kernels.sh`.
 set -euo pipefail
 mkdir -p /tmp/m2kit
