@@ -49,16 +49,21 @@ Attention maps are never returned.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.ts_common import DataEmbedding, build_mixer, check_input, series_decomp
+from baselines.ts_common import (
+    DataEmbedding,
+    build_mixer,
+    check_input,
+    register_family,
+    series_decomp,
+)
 from baselines.ts_transformer import TINY, TransformerConfig, check_marks, decoder_inputs
 from m2bench.errors import ConfigError
-from m2bench.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -277,22 +282,19 @@ class Autoformer(nn.Module):
         return out[:, -horizon:]
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = TINY if tiny else {}
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = (f"Autoformer (Wu et al. 2021, TSLib), {mixer} encoder mixer, 96 -> 96"
-            f"{', tiny' * tiny}")  # fmt: skip
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=AutoformerConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> Autoformer:
-        return Autoformer(replace(AutoformerConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7, mark_dim 0).
-_register("autoformer", "attention", 10.5318, tiny=False)
-_register("autoformer_dense", "dense", 8.5781, tiny=False)
-_register("autoformer_monarch", "monarch", 10.9437, tiny=False)
-_register("autoformer_tiny", "attention", 0.0191, tiny=True)
-_register("autoformer_dense_tiny", "dense", 0.0334, tiny=True)
-_register("autoformer_monarch_tiny", "monarch", 0.0959, tiny=True)
+register_family(
+    "autoformer",
+    Autoformer,
+    AutoformerConfig,
+    describe="Autoformer (Wu et al. 2021, TSLib), {mixer} encoder mixer",
+    original="attention",
+    tiny=TINY,
+    params_m={
+        "autoformer": 10.5318,
+        "autoformer_dense": 8.5781,
+        "autoformer_monarch": 10.9437,
+        "autoformer_tiny": 0.0191,
+        "autoformer_dense_tiny": 0.0334,
+        "autoformer_monarch_tiny": 0.0959,
+    },
+)

@@ -41,14 +41,13 @@ projections are not built. Attention maps are never returned.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from baselines.ts_common import EncoderLayer, build_mixer
+from baselines.ts_common import EncoderLayer, build_mixer, register_family
 from baselines.ts_transformer import TINY, Encoder, Transformer, TransformerConfig
-from m2bench.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -168,22 +167,20 @@ class Informer(Transformer):
         return ProbSparseAttention(c.d_model, c.n_heads, c.factor)
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = {**TINY, "e_layers": 2} if tiny else {}  # tiny keeps one distilling layer
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = (f"Informer (Zhou et al. 2021, TSLib), {mixer} encoder mixer, 96 -> 96"
-            f"{', tiny' * tiny}")  # fmt: skip
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=InformerConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> Informer:
-        return Informer(replace(InformerConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7, mark_dim 0).
-_register("informer", "attention", 11.3239, tiny=False)
-_register("informer_dense", "dense", 9.3148, tiny=False)
-_register("informer_monarch", "monarch", 11.7355, tiny=False)
-_register("informer_tiny", "attention", 0.0286, tiny=True)
-_register("informer_dense_tiny", "dense", 0.0431, tiny=True)
-_register("informer_monarch_tiny", "monarch", 0.1819, tiny=True)
+# tiny Informer keeps one distilling layer
+register_family(
+    "informer",
+    Informer,
+    InformerConfig,
+    describe="Informer (Zhou et al. 2021, TSLib), {mixer} encoder mixer",
+    original="attention",
+    tiny={**TINY, "e_layers": 2},
+    params_m={
+        "informer": 11.3239,
+        "informer_dense": 9.3148,
+        "informer_monarch": 11.7355,
+        "informer_tiny": 0.0286,
+        "informer_dense_tiny": 0.0431,
+        "informer_monarch_tiny": 0.1819,
+    },
+)

@@ -41,14 +41,20 @@ built. Attention maps are never returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from baselines.ts_common import MIXERS, EncoderLayer, build_mixer, check_input, instance_norm
+from baselines.ts_common import (
+    MIXERS,
+    EncoderLayer,
+    build_mixer,
+    check_input,
+    instance_norm,
+    register_family,
+)
 from m2bench.errors import ConfigError
-from m2bench.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -130,21 +136,19 @@ class ITransformer(nn.Module):
         return y.transpose(1, 2) * std + mean
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = dict(d_model=32, n_heads=2, d_ff=32, e_layers=1) if tiny else {}
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = f"iTransformer (Liu et al. 2024), {mixer} variate mixer, 96 -> 96{', tiny' * tiny}"
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=ITransformerConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> ITransformer:
-        return ITransformer(replace(ITransformerConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7).
-_register("itransformer", "attention", 0.2242, tiny=False)
-_register("itransformer_dense", "dense", 0.0929, tiny=False)
-_register("itransformer_monarch", "monarch", 0.4286, tiny=False)
-_register("itransformer_tiny", "attention", 0.0128, tiny=True)
-_register("itransformer_dense_tiny", "dense", 0.0087, tiny=True)
-_register("itransformer_monarch_tiny", "monarch", 0.0892, tiny=True)
+register_family(
+    "itransformer",
+    ITransformer,
+    ITransformerConfig,
+    describe="iTransformer (Liu et al. 2024), {mixer} variate mixer",
+    original="attention",
+    tiny=dict(d_model=32, n_heads=2, d_ff=32, e_layers=1),
+    params_m={
+        "itransformer": 0.2242,
+        "itransformer_dense": 0.0929,
+        "itransformer_monarch": 0.4286,
+        "itransformer_tiny": 0.0128,
+        "itransformer_dense_tiny": 0.0087,
+        "itransformer_monarch_tiny": 0.0892,
+    },
+)

@@ -38,17 +38,22 @@ plain-PyTorch one (see its module for its own deviations).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.ts_common import DataEmbedding, build_mixer, check_input, instance_norm
+from baselines.ts_common import (
+    DataEmbedding,
+    build_mixer,
+    check_input,
+    instance_norm,
+    register_family,
+)
 from m2bench.errors import ConfigError
 from m2bench.layers.dense_mixer import DenseMixer
 from m2bench.layers.selective_scan import MambaBlock
-from m2bench.registry import register_model
 
 MIXERS = ("mamba", "dense", "monarch")
 
@@ -179,21 +184,19 @@ class MambaTS(nn.Module):
         return y * std + mean
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = dict(d_model=16, d_ff=8) if tiny else {}
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = f"Mamba (Gu & Dao 2023, TSLib), {mixer} sequence mixer, 96 -> 96{', tiny' * tiny}"
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=MambaTSConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> MambaTS:
-        return MambaTS(replace(MambaTSConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7, mark_dim 0).
-_register("mamba", "mamba", 0.1201, tiny=False)
-_register("mamba_dense", "dense", 0.661, tiny=False)
-_register("mamba_monarch", "monarch", 0.1723, tiny=False)
-_register("mamba_tiny", "mamba", 0.003, tiny=True)
-_register("mamba_dense_tiny", "dense", 0.0755, tiny=True)
-_register("mamba_monarch_tiny", "monarch", 0.074, tiny=True)
+register_family(
+    "mamba",
+    MambaTS,
+    MambaTSConfig,
+    describe="Mamba (Gu & Dao 2023, TSLib), {mixer} sequence mixer",
+    original="mamba",
+    tiny=dict(d_model=16, d_ff=8),
+    params_m={
+        "mamba": 0.1201,
+        "mamba_dense": 0.661,
+        "mamba_monarch": 0.1723,
+        "mamba_tiny": 0.003,
+        "mamba_dense_tiny": 0.0755,
+        "mamba_monarch_tiny": 0.074,
+    },
+)

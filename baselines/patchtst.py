@@ -38,7 +38,7 @@ fork's JDPatchTST. Attention maps are never returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -49,10 +49,10 @@ from baselines.ts_common import (
     build_mixer,
     check_input,
     instance_norm,
+    register_family,
     sinusoid,
 )
 from m2bench.errors import ConfigError
-from m2bench.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -148,21 +148,19 @@ class PatchTST(nn.Module):
         return y.transpose(1, 2) * std + mean
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = dict(d_model=32, n_heads=2, d_ff=64, e_layers=1) if tiny else {}
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = f"PatchTST (Nie et al. 2023), {mixer} patch mixer, 96 -> 96{', tiny' if tiny else ''}"
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=PatchTSTConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> PatchTST:
-        return PatchTST(replace(PatchTSTConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7).
-_register("patchtst", "attention", 3.7515, tiny=False)
-_register("patchtst_dense", "dense", 2.7012, tiny=False)
-_register("patchtst_monarch", "monarch", 3.957, tiny=False)
-_register("patchtst_tiny", "attention", 0.0461, tiny=True)
-_register("patchtst_dense_tiny", "dense", 0.0421, tiny=True)
-_register("patchtst_monarch_tiny", "monarch", 0.1225, tiny=True)
+register_family(
+    "patchtst",
+    PatchTST,
+    PatchTSTConfig,
+    describe="PatchTST (Nie et al. 2023), {mixer} patch mixer",
+    original="attention",
+    tiny=dict(d_model=32, n_heads=2, d_ff=64, e_layers=1),
+    params_m={
+        "patchtst": 3.7515,
+        "patchtst_dense": 2.7012,
+        "patchtst_monarch": 3.957,
+        "patchtst_tiny": 0.0461,
+        "patchtst_dense_tiny": 0.0421,
+        "patchtst_monarch_tiny": 0.1225,
+    },
+)

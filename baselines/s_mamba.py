@@ -39,17 +39,16 @@ block is the plain-PyTorch one (see its module).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from baselines.mamba_ts import HydraDense, check_marks
-from baselines.ts_common import build_mixer, check_input, instance_norm
+from baselines.ts_common import build_mixer, check_input, instance_norm, register_family
 from m2bench.errors import ConfigError
 from m2bench.layers.selective_scan import MambaBlock
-from m2bench.registry import register_model
 
 MIXERS = ("mamba", "dense", "monarch")
 
@@ -184,21 +183,19 @@ class SMamba(nn.Module):
         return y.transpose(1, 2) * std + mean
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = dict(d_model=16, d_ff=16, e_layers=1) if tiny else {}
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = f"S-Mamba (Wang et al. 2024), {mixer} token mixer, 96 -> 96{', tiny' * tiny}"
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=SMambaConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> SMamba:
-        return SMamba(replace(SMambaConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7, mark_dim 0).
-_register("s_mamba", "mamba", 1.1457, tiny=False)
-_register("s_mamba_dense", "dense", 1.4053, tiny=False)
-_register("s_mamba_monarch", "monarch", 1.1148, tiny=False)
-_register("s_mamba_tiny", "mamba", 0.0058, tiny=True)
-_register("s_mamba_dense_tiny", "dense", 0.0072, tiny=True)
-_register("s_mamba_monarch_tiny", "monarch", 0.077, tiny=True)
+register_family(
+    "s_mamba",
+    SMamba,
+    SMambaConfig,
+    describe="S-Mamba (Wang et al. 2024), {mixer} token mixer",
+    original="mamba",
+    tiny=dict(d_model=16, d_ff=16, e_layers=1),
+    params_m={
+        "s_mamba": 1.1457,
+        "s_mamba_dense": 1.4053,
+        "s_mamba_monarch": 1.1148,
+        "s_mamba_tiny": 0.0058,
+        "s_mamba_dense_tiny": 0.0072,
+        "s_mamba_monarch_tiny": 0.077,
+    },
+)

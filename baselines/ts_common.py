@@ -206,3 +206,29 @@ def check_input(name: str, config, x: torch.Tensor) -> None:
     if x.dim() != 3 or x.shape[1] != config.seq_len or x.shape[2] != config.enc_in:
         raise ValueError(f"{name} was built for (B, seq_len {config.seq_len}, enc_in "
                          f"{config.enc_in}), got {tuple(x.shape)}")  # fmt: skip
+
+
+def register_family(prefix: str, model_cls: type, config_cls: type, *, describe: str,
+                    original: str, tiny: dict, params_m: dict[str, float]) -> None:  # fmt: skip
+    """Register ``prefix`` (the original mixer), ``prefix_dense``, ``prefix_monarch`` and the
+    ``_tiny`` variant of each (``tiny``: the config overrides of the tiny size).
+
+    ``describe`` is formatted with ``mixer``; ``params_m`` gives each name's parameter count in
+    millions at the default geometry (L 96, H 96, C 7, mark_dim 0).
+    """
+    from dataclasses import replace
+
+    from m2bench.registry import register_model
+
+    def one(name: str, mixer: str, size: dict) -> None:
+        desc = describe.format(mixer=mixer) + ", 96 -> 96" + (", tiny" if size else "")
+
+        @register_model(name, kind="forecast", family="m2" if mixer == "monarch" else "baseline",
+                        params_m=params_m[name], config_cls=config_cls,
+                        description=desc)  # fmt: skip
+        def build(**overrides: object) -> nn.Module:
+            return model_cls(replace(config_cls(mixer=mixer, **size), **overrides))
+
+    for arm, mixer in (("", original), ("_dense", "dense"), ("_monarch", "monarch")):
+        one(prefix + arm, mixer, {})
+        one(prefix + arm + "_tiny", mixer, tiny)

@@ -37,7 +37,7 @@ given (with x_mark alone only the encoder sees marks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,9 @@ from baselines.ts_common import (
     SelfAttention,
     build_mixer,
     check_input,
+    register_family,
 )
 from m2bench.errors import ConfigError
-from m2bench.registry import register_model
 
 ACTIVATIONS = ("gelu", "relu")
 
@@ -245,22 +245,19 @@ class Transformer(nn.Module):
 TINY = dict(d_model=32, n_heads=2, d_ff=32, e_layers=1, d_layers=1)
 
 
-def _register(name: str, mixer: str, params_m: float, tiny: bool) -> None:
-    size = TINY if tiny else {}
-    family = "m2" if mixer == "monarch" else "baseline"
-    desc = (f"Transformer (Vaswani et al. 2017, TSLib), {mixer} encoder mixer, 96 -> 96"
-            f"{', tiny' * tiny}")  # fmt: skip
-
-    @register_model(name, kind="forecast", family=family, params_m=params_m,
-                    config_cls=TransformerConfig, description=desc)  # fmt: skip
-    def build(**overrides: object) -> Transformer:
-        return Transformer(replace(TransformerConfig(mixer=mixer, **size), **overrides))
-
-
-# params_m: count_params at the default geometry (L 96, H 96, C 7, mark_dim 0).
-_register("transformer", "attention", 10.5359, tiny=False)
-_register("transformer_dense", "dense", 8.5822, tiny=False)
-_register("transformer_monarch", "monarch", 10.9478, tiny=False)
-_register("transformer_tiny", "attention", 0.0189, tiny=True)
-_register("transformer_dense_tiny", "dense", 0.0331, tiny=True)
-_register("transformer_monarch_tiny", "monarch", 0.0957, tiny=True)
+register_family(
+    "transformer",
+    Transformer,
+    TransformerConfig,
+    describe="Transformer (Vaswani et al. 2017, TSLib), {mixer} encoder mixer",
+    original="attention",
+    tiny=TINY,
+    params_m={
+        "transformer": 10.5359,
+        "transformer_dense": 8.5822,
+        "transformer_monarch": 10.9478,
+        "transformer_tiny": 0.0189,
+        "transformer_dense_tiny": 0.0331,
+        "transformer_monarch_tiny": 0.0957,
+    },
+)
