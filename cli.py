@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from m2bench.errors import M2BenchError
+from m2bench.errors import ConfigError, M2BenchError
 
 EPILOG = "Docs: README.md. Errors exit with status 2; a sweep with a FAILED model exits 1."
 
@@ -256,6 +256,7 @@ def train(
     """
     from m2bench.finetune import finetune
 
+    _single_process("train")
     extra = [f"train.max_steps={max_steps}"] if max_steps else []
     extra += [f"train.epochs={epochs}"] if epochs else []
     res = finetune(
@@ -333,6 +334,8 @@ def bench(
     from pathlib import Path
 
     from m2bench.bench import default_out, run_bench
+
+    _single_process("bench")
     from m2bench.config import RunConfig
     from m2bench.runtime import resolve_device
 
@@ -447,6 +450,13 @@ def leaderboard(task: str | None, out: str, include_sample: bool, plot: bool) ->
     if df.empty:
         hint = "" if include_sample else " (sample runs are left out; add --include-sample)"
         click.echo(f"no finished runs found in {_uri()}{hint}", err=True)
+
+
+def _single_process(command: str) -> None:
+    """Refuse torchrun for commands that are not data-parallel (they would run N times)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"m2bench {command} runs in one process; under torchrun only "
+                          "`m2bench run` is data-parallel (start it without torchrun)")  # fmt: skip
 
 
 def _uri() -> str:

@@ -98,3 +98,17 @@ def test_pile_evaluation_sharded_over_two_ranks_scores_every_token_once():
     assert int(count1) == 1000 and len(ranks) == 2  # every token of the stream scored once
     for _, nats, count in ranks:  # every rank holds the totals over both shards
         assert int(count) == 1000 and float(nats) == pytest.approx(float(nats1), rel=1e-6)
+
+
+TRAIN = ["train", "--task", "locov1", "--model", "bm25", "--train-data", "x.jsonl"]
+
+
+@pytest.mark.parametrize("command", [TRAIN, ["bench", "--model", "m2_bert_tiny"]])
+def test_commands_that_are_not_data_parallel_refuse_torchrun(monkeypatch, command):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = CliRunner().invoke(main, command)
+    assert res.exit_code == 2 and "only `m2bench run` is data-parallel" in res.output
