@@ -59,10 +59,11 @@ from baselines.ts_common import (
     DataEmbedding,
     build_mixer,
     check_input,
+    check_marks,
     register_family,
     series_decomp,
 )
-from baselines.ts_transformer import TINY, TransformerConfig, check_marks, decoder_inputs
+from baselines.ts_transformer import TINY, TransformerConfig, decoder_inputs
 from m2bench.errors import ConfigError
 
 

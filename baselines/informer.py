@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from baselines.ts_common import EncoderLayer, build_mixer, register_family
+from baselines.ts_common import EncoderLayer, SelfAttention, build_mixer, register_family
 from baselines.ts_transformer import TINY, Encoder, Transformer, TransformerConfig
 
 
@@ -98,35 +98,22 @@ def prob_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, factor: in
     return context.scatter(2, top[..., None].expand(-1, -1, -1, v.shape[-1]), active)
 
 
-class ProbSparseAttention(nn.Module):
+class ProbSparseAttention(SelfAttention):
     """TSLib's AttentionLayer (Q/K/V/O linear maps with bias) around ProbSparse attention.
 
-    ``forward(x)`` is self-attention, ``forward(x, memory)`` cross-attention, ``causal`` the
-    decoder's masked self-attention: the same call signature as
-    :class:`~baselines.ts_common.SelfAttention`.
+    :class:`~baselines.ts_common.SelfAttention` with its per-head attention replaced by
+    :func:`prob_attention` (no attention dropout, as TSLib): ``forward(x)`` self-attention,
+    ``forward(x, memory)`` cross-attention, ``causal`` the decoder's masked self-attention.
     """
 
     def __init__(self, d_model: int, n_heads: int, factor: int) -> None:
-        super().__init__()
-        self.n_heads = n_heads
+        super().__init__(d_model, n_heads, dropout=0.0)
         self.factor = factor
-        self.query = nn.Linear(d_model, d_model)
-        self.key = nn.Linear(d_model, d_model)
-        self.value = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
-                causal: bool = False) -> torch.Tensor:  # fmt: skip
-        """Attend from the tokens of ``x`` (B, N, d) to ``memory`` (B, S, d; default x)."""
-        mem = x if memory is None else memory
-        b, n, d = x.shape
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, t.shape[1], self.n_heads, -1).transpose(1, 2)
-
-        q, k, v = heads(self.query(x)), heads(self.key(mem)), heads(self.value(mem))
-        y = prob_attention(q, k, v, self.factor, causal)
-        return self.out(y.transpose(1, 2).reshape(b, n, d))
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               causal: bool) -> torch.Tensor:  # fmt: skip
+        """ProbSparse attention over (B, H, N, E) heads."""
+        return prob_attention(q, k, v, self.factor, causal)
 
 
 class DistilConv(nn.Module):

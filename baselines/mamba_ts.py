@@ -48,6 +48,7 @@ from baselines.ts_common import (
     DataEmbedding,
     build_mixer,
     check_input,
+    check_marks,
     instance_norm,
     register_family,
 )
@@ -132,15 +133,6 @@ class HydraDense(nn.Module):
         x = self.in_proj(u).transpose(1, 2)
         x = F.silu(self.conv(x)).transpose(1, 2)
         return self.out_proj(self.dense(x))
-
-
-def check_marks(name: str, config, x: torch.Tensor, x_mark: torch.Tensor | None) -> None:
-    """Raise a clear ValueError when ``x_mark`` is not (B, L, mark_dim) for a model with marks."""
-    if x_mark is None or config.mark_dim == 0:
-        return
-    if tuple(x_mark.shape) != (x.shape[0], x.shape[1], config.mark_dim):
-        raise ValueError(f"{name} was built for x_mark (B, seq_len {config.seq_len}, mark_dim "
-                         f"{config.mark_dim}), got {tuple(x_mark.shape)}")  # fmt: skip
 
 
 def build_block(c: MambaTSConfig) -> nn.Module:

@@ -45,8 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.mamba_ts import HydraDense, check_marks
-from baselines.ts_common import build_mixer, check_input, instance_norm, register_family
+from baselines.mamba_ts import HydraDense
+from baselines.ts_common import (
+    build_mixer,
+    check_input,
+    check_marks,
+    instance_norm,
+    register_family,
+)
 from m2bench.errors import ConfigError
 from m2bench.layers.selective_scan import MambaBlock
 

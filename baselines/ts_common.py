@@ -123,9 +123,14 @@ class SelfAttention(nn.Module):
             return t.view(b, t.shape[1], self.n_heads, -1).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(mem)), heads(self.value(mem))
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+        y = self.attend(q, k, v, causal)
         return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               causal: bool) -> torch.Tensor:  # fmt: skip
+        """Per-head attention (B, H, N, E): full softmax attention, scale 1/sqrt(E)."""
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
 
 
 def build_mixer(kind: str, n_tokens: int, d_model: int, n_heads: int, dropout: float) -> nn.Module:
@@ -199,6 +204,21 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, C) -> (B, n_classes) logits."""
         return self.head(self.backbone.features(x))
+
+
+def check_marks(name: str, config, x: torch.Tensor, x_mark: torch.Tensor | None,
+                y_mark: torch.Tensor | None = None) -> None:  # fmt: skip
+    """Raise a clear ValueError when given marks are not (B, seq_len / pred_len, mark_dim).
+
+    Marks are optional (None is accepted); a model built with ``mark_dim`` 0 ignores them.
+    """
+    if config.mark_dim == 0:
+        return
+    for what, mark, steps in (("x_mark", x_mark, config.seq_len),
+                              ("y_mark", y_mark, config.pred_len)):  # fmt: skip
+        if mark is not None and tuple(mark.shape) != (x.shape[0], steps, config.mark_dim):
+            raise ValueError(f"{name} was built for {what} (B {x.shape[0]}, {steps}, mark_dim "
+                             f"{config.mark_dim}), got {tuple(mark.shape)}")  # fmt: skip
 
 
 def check_input(name: str, config, x: torch.Tensor) -> None:

@@ -50,6 +50,7 @@ from baselines.ts_common import (
     SelfAttention,
     build_mixer,
     check_input,
+    check_marks,
     register_family,
 )
 from m2bench.errors import ConfigError
@@ -108,16 +109,6 @@ class TransformerConfig:
     def dec_label(self) -> int:
         """Known steps of the decoder input: min(label_len, seq_len)."""
         return min(self.label_len, self.seq_len)
-
-
-def check_marks(name: str, c, x: torch.Tensor, x_mark, y_mark) -> None:
-    """Raise a ValueError when given marks do not match (B, L / H, mark_dim)."""
-    if c.mark_dim == 0:
-        return
-    for what, mark, steps in (("x_mark", x_mark, c.seq_len), ("y_mark", y_mark, c.pred_len)):
-        if mark is not None and tuple(mark.shape) != (x.shape[0], steps, c.mark_dim):
-            raise ValueError(f"{name}: {what} must be (B {x.shape[0]}, {steps}, mark_dim "
-                             f"{c.mark_dim}), got {tuple(mark.shape)}")  # fmt: skip
 
 
 def decoder_inputs(x: torch.Tensor, x_mark, y_mark, label: int, pred_len: int):

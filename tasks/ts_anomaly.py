@@ -44,7 +44,6 @@ import torch
 
 from m2bench import data as mdata
 from m2bench import timing
-from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.models import count_params
@@ -53,7 +52,6 @@ from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks import ts_train
 
-PROTOCOLS = ("tslib", "clean")
 SAMPLE = "ts_anomaly"
 UCR = "135_UCR_Anomaly_InternalBleeding16"
 
@@ -109,9 +107,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    recipe = apply_options(Recipe(), options, what="ts-anomaly")
-    if recipe.protocol not in PROTOCOLS:
-        raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    recipe = ts_train.task_recipe(Recipe(), options, "ts-anomaly")
     if not 0 <= float(recipe.anomaly_ratio) < 100 or recipe.step < 0 or recipe.epochs < 0:
         raise ConfigError("task.anomaly_ratio must be in [0, 100), task.step and task.epochs >= 0")
     if recipe.seq_len < 1:

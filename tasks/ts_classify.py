@@ -40,7 +40,6 @@ import torch
 
 from m2bench import data as mdata
 from m2bench import timing
-from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.models import count_params
@@ -49,7 +48,6 @@ from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks import ts_train
 
-PROTOCOLS = ("tslib", "clean")
 DATASETS = (
     "EthanolConcentration", "FaceDetection", "Handwriting", "Heartbeat", "JapaneseVowels",
     "PEMS-SF", "SelfRegulationSCP1", "SelfRegulationSCP2", "SpokenArabicDigits",
@@ -80,9 +78,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    recipe = apply_options(Recipe(), options, what="ts-classify")
-    if recipe.protocol not in PROTOCOLS:
-        raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    recipe = ts_train.task_recipe(Recipe(), options, "ts-classify")
     if not 0 < recipe.val_fraction < 1:
         raise ConfigError(f"task.val_fraction must be in (0, 1), got {recipe.val_fraction}")
     return recipe
@@ -290,8 +286,7 @@ class TsClassify:
                                    mark_dim=0)  # fmt: skip
         from baselines.ts_common import Classifier
 
-        # the head is sized by a CPU probe of the backbone, so wrap it on the CPU
-        net = Classifier(backbone.cpu(), n_classes).to(ctx.device)
+        net = Classifier(backbone, n_classes)  # head sized by a probe on the backbone's device
         stats = _train(net, x, y, recipe, ctx)
         pred, seconds = predict(net, x["test"], recipe.batch_size, ctx)
         acc = accuracy(y["test"], pred)

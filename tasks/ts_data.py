@@ -76,6 +76,11 @@ class Series:
         start, end = self.borders[split]
         return max(0, end - start - seq_len - pred_len + 1)
 
+    def starts(self, split: str, seq_len: int, pred_len: int = 0) -> list[int]:
+        """First rows of the stride-1 windows of ``split`` (in order, each window once)."""
+        start, _ = self.borders[split]
+        return [start + i for i in range(self.windows(split, seq_len, pred_len))]
+
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """Back to the original units (the scaler's inverse, per channel)."""
         return z * self.scale + self.mean

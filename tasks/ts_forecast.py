@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from m2bench import distributed, timing
-from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.metrics import point_errors
@@ -41,8 +40,6 @@ from m2bench.registry import register_task
 from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks import ts_data, ts_train
-
-PROTOCOLS = ("tslib", "clean")
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    recipe = apply_options(Recipe(), options, what="ts-forecast")
-    if recipe.protocol not in PROTOCOLS:
-        raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if recipe.lradj not in ("type1", "constant"):
-        raise ConfigError(f"task.lradj {recipe.lradj!r} is not one of type1, constant")
+    recipe = ts_train.task_recipe(Recipe(), options, "ts-forecast")
     return recipe
 
 
@@ -129,9 +122,7 @@ class TsForecast:
         if hasattr(getattr(model, "config", None), "label_len"):  # encoder-decoder models
             geometry["label_len"] = recipe.label_len or ds.label_len  # TSLib: 48 (ILI 18)
         net = ctx.build_model(**geometry)
-        windows = {
-            s: _starts(series, s, seq_len, pred_len) for s in ("train", "validation", "test")
-        }
+        windows = {s: series.starts(s, seq_len, pred_len) for s in ("train", "validation", "test")}
         if min(len(w) for w in windows.values()) == 0:
             raise DataError(f"{series.name}: a split has no {seq_len}->{pred_len} window "
                             f"({ {k: len(v) for k, v in windows.items()} })")  # fmt: skip
@@ -158,11 +149,6 @@ class TsForecast:
                 "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none",
                 "label_len": str(geometry.get("label_len", "n/a"))}  # fmt: skip
         return EvalOutput(metrics, perf, {name: z["mse"]}, tags)
-
-
-def _starts(series: ts_data.Series, split: str, seq_len: int, pred_len: int) -> list[int]:
-    start, _ = series.borders[split]
-    return [start + i for i in range(series.windows(split, seq_len, pred_len))]
 
 
 def _batch(series: ts_data.Series, starts: list[int], seq_len: int, pred_len: int, device,

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 from m2bench import timing
-from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.metrics import point_errors
@@ -49,7 +48,6 @@ from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks import ts_data, ts_train
 
-PROTOCOLS = ("tslib", "clean")
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather", "Electricity")
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}  # part of the fixed-mask seed
 
@@ -72,9 +70,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    recipe = apply_options(Recipe(), options, what="ts-impute")
-    if recipe.protocol not in PROTOCOLS:
-        raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    recipe = ts_train.task_recipe(Recipe(), options, "ts-impute")
     if not 0 < float(recipe.mask_rate) < 1:
         raise ConfigError(f"task.mask_rate must be in (0, 1), got {recipe.mask_rate!r}")
     if recipe.seq_len < 1:
@@ -155,7 +151,7 @@ class TsImpute:
         seed_everything(ctx.seeds[0])
         mark_dim = series.marks.shape[1] if recipe.marks and series.marks is not None else 0
         net = ctx.build_model(seq_len=seq_len, pred_len=seq_len, enc_in=n_ch, mark_dim=mark_dim)
-        windows = {s: starts(series, s, seq_len) for s in SPLIT_IDS}
+        windows = {s: series.starts(s, seq_len) for s in SPLIT_IDS}
         if min(len(w) for w in windows.values()) == 0:
             raise DataError(f"{series.name}: a split has no window of {seq_len} rows "
                             f"({ {k: len(v) for k, v in windows.items()} })")  # fmt: skip
@@ -190,12 +186,6 @@ class TsImpute:
                           f"patience={recipe.patience} lradj={recipe.lradj}",
                 "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none"}  # fmt: skip
         return EvalOutput(metrics, perf, {name: z["mse"]}, tags)
-
-
-def starts(series: ts_data.Series, split: str, seq_len: int) -> list[int]:
-    """First rows of the stride-1 windows of ``split`` (rows - L + 1 of them)."""
-    start, _ = series.borders[split]
-    return [start + i for i in range(series.windows(split, seq_len, 0))]
 
 
 MaskFn = Callable[[list[int], tuple[int, int, int]], torch.Tensor]

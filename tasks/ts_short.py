@@ -43,7 +43,6 @@ import torch
 
 from m2bench import data as mdata
 from m2bench import timing
-from m2bench.config import apply_options
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.models import count_params
@@ -52,7 +51,6 @@ from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks import ts_train
 
-PROTOCOLS = ("tslib", "clean")
 #: group -> (horizon H, seasonality m, history_size), TSLib's M4Meta
 GROUPS = {
     "Yearly": (6, 1, 1.5), "Quarterly": (8, 4, 1.5), "Monthly": (18, 12, 1.5),
@@ -83,10 +81,7 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    recipe = apply_options(Recipe(), options, what="ts-short")
-    if recipe.protocol not in PROTOCOLS:
-        raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    return recipe
+    return ts_train.task_recipe(Recipe(), options, "ts-short")
 
 
 SPEC = TaskSpec(

@@ -17,16 +17,35 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from m2bench import loop
+from m2bench.config import apply_options
 from m2bench.errors import ConfigError
 from m2bench.specs import EvalContext
 
 LRADJ = ("type1", "constant")
 OPTIMIZERS = ("adam", "radam")
+PROTOCOLS = ("tslib", "clean")  # --protocol: the published protocol, or its leaks fixed
+
+R = TypeVar("R")
+
+
+def task_recipe(default: R, options: dict[str, Any], what: str) -> R:
+    """``default`` with the run's ``task.<field>=`` options applied, its ``protocol`` (and
+    ``lradj``, where it has one) checked before any data is read.
+
+    Raises:
+        ConfigError: an unknown option (with close names), an unknown protocol or lradj.
+    """
+    recipe = apply_options(default, options, what=what)
+    if recipe.protocol not in PROTOCOLS:
+        raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if getattr(recipe, "lradj", LRADJ[0]) not in LRADJ:
+        raise ConfigError(f"task.lradj {recipe.lradj!r} is not one of {', '.join(LRADJ)}")
+    return recipe
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def test_dlinear_decomposition_and_shapes():
 
 def test_every_test_window_scored_once_and_legacy_drop_last(tmp_path):
     s = _series("ETTh1", 96)
-    starts = ts_forecast._starts(s, "test", 96, 96)
+    starts = s.starts("test", 96, 96)
     net = create_model("dlinear")
     ctx = EvalContext(device=torch.device("cpu"), precision="fp32", batch_size=32, out_dir=tmp_path)
     pred, truth, _ = ts_forecast._predict(net, s, starts, 96, 96, ctx, ts_forecast.Recipe())

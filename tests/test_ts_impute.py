@@ -27,9 +27,9 @@ def series():
 
 
 def test_window_counts_match_tslib(series):
-    got = [len(ts_impute.starts(series, s, 96)) for s in ("train", "validation", "test")]
+    got = [len(series.starts(s, 96)) for s in ("train", "validation", "test")]
     assert got == [8545, 2881, 2881]
-    assert ts_impute.starts(series, "test", 96)[-1] == 14400 - 96
+    assert series.starts("test", 96)[-1] == 14400 - 96
 
 
 def test_an_entry_is_masked_where_u_is_at_most_r():
@@ -38,7 +38,7 @@ def test_an_entry_is_masked_where_u_is_at_most_r():
 
 
 def test_clean_test_masks_are_fixed_and_have_the_rate(series):
-    windows = ts_impute.starts(series, "test", 96)
+    windows = series.starts("test", 96)
     torch.manual_seed(0)
     a = ts_impute.fixed_masks(windows, "test", (96, 7), 0.25, 20210)
     torch.manual_seed(1)
@@ -70,7 +70,7 @@ class _Recorder(torch.nn.Module):
 
 
 def test_clean_masks_are_identical_for_two_models_and_every_window_is_scored_once(series):
-    windows = ts_impute.starts(series, "test", 96)
+    windows = series.starts("test", 96)
     recipe = ts_impute.Recipe(batch_size=256)
     seen = []
     for name in ("dlinear", "itransformer_tiny"):
