@@ -299,7 +299,6 @@ def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) 
     Under torchrun every rank calls this (gathering the full weights and optimizer state is a
     collective) and rank 0 writes.
     """
-    model_state, opt_state = model.state_dict(), opt.state_dict()
     if distributed.state().active:
         from torch.distributed.checkpoint import state_dict as dcp
 
@@ -308,6 +307,8 @@ def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) 
         opt_state = dcp.get_optimizer_state_dict(model, opt, options=full)
         if not distributed.state().main:
             return
+    else:
+        model_state, opt_state = model.state_dict(), opt.state_dict()
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "model": model_state, "optimizer": opt_state, "step": result.steps,
