@@ -1,7 +1,8 @@
 """Plain-PyTorch twins of the Triton kernels: same signatures, the definition of what they compute.
 
-- :func:`blockdiag_matmul`: x (M, nblocks * in_block), w (nblocks, out_block, in_block) ->
-  y (M, nblocks * out_block) with ``y[:, b*out:(b+1)*out] = x[:, b*in:(b+1)*in] @ w[b].T``.
+- :func:`blockdiag_matmul`: x (M, nblocks * in_block), w (nblocks, out_block, in_block), optional
+  bias (nblocks * out_block,) -> y (M, nblocks * out_block) with
+  ``y[:, b*out:(b+1)*out] = x[:, b*in:(b+1)*in] @ w[b].T (+ bias[b*out:(b+1)*out])``.
 - :func:`monarch_matmul`: x (M, b * p), w1 (b, r, p), w2 (b, s, r) -> y (M, s * b), the order-2
   Monarch product ``P2 · BD2 · P1 · BD1 · x`` exactly as ``MonarchLinear.forward`` lays it out
   before truncation:
@@ -16,8 +17,20 @@
   :class:`~m2bench.layers.mixer.M2SequenceMixer`, ``o[:, c, t] = b[c] + sum_j w[c, j] *
   z[:, t - (K-1) + j, c]`` (zero for negative time), split into x1, x2, v (d channels each, in
   that order), and ``pre = v * x1``. Math in float32.
+- :func:`fft_conv`: x (B, C, L), k_fwd and k_rev (C, L) (k_rev None: causal), skip (C,) or
+  None, gate and add (B, C, L) or None -> ``(conv(x) + skip * x) * gate + add`` (B, C, L) in
+  ``out_dtype`` (default x's), copied into ``out`` when given. ``conv`` is
+  :func:`m2bench.layers.long_conv.fft_conv`'s: ``y[t] = sum_{s<=t} x[s] k_fwd[t-s] +
+  sum_{s>t} x[s] k_rev[s-t-1]``. Math in float32 (float64 for float64 x).
 - :func:`gate_out`: y (B, d, L) (``fft_conv`` output), x2 (B, d, L), res (B, d, L) or None ->
   ``(y * x2 + res)`` transposed to (B, L, d), in x2's dtype. Math in float32.
+- :func:`blockdiag_glu`: h (M, d), w_in (nblocks, 2I/nblocks, d/nblocks), nblocks even ->
+  a (M, I) in h's dtype, ``a = GELU(g) * v`` with ``[g, v] = blockdiag_matmul(h, w_in)`` split at
+  I (gate first; so the gate of feature j comes from block ``j // out_block`` and its value from
+  block ``nblocks/2 + j // out_block``). Exact (erf) GELU. Math in float32 (float64 stays float64).
+- :func:`add_layer_norm`: x (M, d), residual (M, d), weight (d,), bias (d,), eps ->
+  ``LayerNorm(x + residual)`` over the last dim, in x's dtype. Math in float32 (float64 stays
+  float64).
 """
 
 from __future__ import annotations
@@ -26,11 +39,14 @@ import torch
 import torch.nn.functional as F
 
 
-def blockdiag_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Block-diagonal product; shapes in the module docstring."""
+def blockdiag_matmul(
+    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Block-diagonal product (plus bias); shapes in the module docstring."""
     nblocks, out_block, in_block = w.shape
     xb = x.reshape(x.shape[0], nblocks, in_block)
-    return torch.einsum("mbi,boi->mbo", xb, w).reshape(x.shape[0], nblocks * out_block)
+    y = torch.einsum("mbi,boi->mbo", xb, w).reshape(x.shape[0], nblocks * out_block)
+    return y if bias is None else y + bias
 
 
 def monarch_matmul(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
@@ -63,3 +79,57 @@ def gate_out(y: torch.Tensor, x2: torch.Tensor, res: torch.Tensor | None = None)
     if res is not None:
         out = out + res.float()
     return out.transpose(1, 2).to(x2.dtype)
+
+
+def fft_conv(
+    x: torch.Tensor,
+    k_fwd: torch.Tensor,
+    k_rev: torch.Tensor | None = None,
+    skip: torch.Tensor | None = None,
+    gate: torch.Tensor | None = None,
+    add: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``(conv(x) + skip * x) * gate + add``; shapes in the module docstring."""
+    seqlen, n = x.shape[-1], 2 * x.shape[-1]
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        k = k_fwd.to(work)
+        if k_rev is not None:
+            k = torch.cat([k, k_rev.to(work).flip(-1)], dim=-1)
+        xw = x.to(work)
+        y = torch.fft.irfft(torch.fft.rfft(xw, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :seqlen]
+        if skip is not None:
+            y = y + xw * skip.to(work)[:, None]
+        if gate is not None:
+            y = y * gate.to(work)
+        if add is not None:
+            y = y + add.to(work)
+        y = y.to(out_dtype or x.dtype)
+        return y if out is None else out.copy_(y)
+
+
+def blockdiag_glu(h: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
+    """``GELU(g) * v`` of the block-diagonal ``fc_in``; shapes in the module docstring."""
+    dtype = torch.promote_types(h.dtype, torch.float32)
+    with torch.autocast(device_type=h.device.type, enabled=False):  # float32 math, as the kernel
+        gv = blockdiag_matmul(h.to(dtype), w_in.to(dtype))
+        g, v = gv.chunk(2, dim=1)
+        return (F.gelu(g) * v).to(h.dtype)
+
+
+def add_layer_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``LayerNorm(x + residual)`` over the last dim; shapes in the module docstring."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    with torch.autocast(device_type=x.device.type, enabled=False):  # float32 math, as the kernel
+        s = x.to(dtype) + residual.to(dtype)
+        y = F.layer_norm(s, (s.shape[-1],), weight.to(dtype), bias.to(dtype), eps)
+        return y.to(x.dtype)

@@ -186,8 +186,8 @@ class ImplicitLongConv(nn.Module):
     Args:
         channels: channels of the input.
         max_len: longest sequence supported.
-        kernel: only the PyTorch FFT exists; ``"triton"`` is accepted and runs it (the mixer
-            fuses the gating around it, :mod:`m2bench.kernels.gating_triton`).
+        kernel: ``"torch"`` (cuFFT), or ``"triton"``: the FFT computed as Monarch matmuls
+            (:mod:`m2bench.kernels.fftconv_triton`) for L <= 4096, cuFFT beyond.
         **filter_kwargs: passed to :class:`HyenaFilter`.
     """
 
@@ -199,10 +199,42 @@ class ImplicitLongConv(nn.Module):
         self.filter = HyenaFilter(channels, max_len, **filter_kwargs)
         self.skip = nn.Parameter(torch.randn(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve ``x`` (B, C, L)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        gate: torch.Tensor | None = None,
+        add: torch.Tensor | None = None,
+        *,
+        out: torch.Tensor | None = None,
+        out_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Convolve ``x`` (B, C, L): ``(conv(x) + D x) * gate + add``, gate/add optional.
+
+        With ``kernel="triton"`` and L <= :data:`~m2bench.kernels.fftconv_triton.MAX_N` / 2 this
+        is the Triton FFT convolution (gating fused, any strides, written into ``out`` if given);
+        otherwise the cuFFT path.
+        """
         k_fwd, k_rev = self.filter(x.shape[-1])
-        return fft_conv(x, k_fwd, k_rev, self.skip)
+        if self.kernel == "triton" and uses_triton_fft(x.shape[-1]):
+            from m2bench.kernels.fftconv_triton import fft_conv as triton_fft_conv
+
+            return triton_fft_conv(
+                x, k_fwd, k_rev, self.skip, gate, add, out=out, out_dtype=out_dtype
+            )
+        y = fft_conv(x, k_fwd, k_rev, self.skip)
+        if gate is not None:
+            y = y * gate
+        if add is not None:
+            y = y + add
+        y = y.to(out_dtype or y.dtype)
+        return y if out is None else out.copy_(y)
+
+
+def uses_triton_fft(seqlen: int) -> bool:
+    """Whether ``kernel="triton"`` convolves length ``seqlen`` with the Triton FFT kernel."""
+    from m2bench.kernels.fftconv_triton import MAX_N
+
+    return 2 * seqlen <= MAX_N
 
 
 def hyena_param_groups(module: nn.Module, lr: float, *, pos_lr: float = 1e-5) -> list[dict]:

@@ -119,17 +119,30 @@ class M2SequenceMixer(nn.Module):
         return self.out_proj(y.transpose(1, 2))
 
     def _forward_fused(self, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``forward`` with the two gating kernels around the (PyTorch) FFT long convolutions."""
+        """``forward`` with the Triton kernels: short conv + gate, then the FFT convolutions.
+
+        Up to :func:`~m2bench.layers.long_conv.uses_triton_fft`'s length, both long convolutions
+        are the Triton FFT kernel reading u and writing the gated output in their (B, L, d)
+        layout (no transposes); beyond it, cuFFT with the gating kernel around it.
+        """
         from m2bench.kernels.gating_triton import gate_out, short_conv_gate
+        from m2bench.layers.long_conv import uses_triton_fft
 
         z = self.in_proj(u)  # (B, L, 3d), read by the kernel in this layout
         if mask is not None:
             z = z * mask[..., None].to(z.dtype)
         pre, x2 = short_conv_gate(z, self.short_conv.weight.squeeze(1), self.short_conv.bias)
-        y = self.long_conv(_zero_masked(pre, mask))  # float32 in, float32 out
-        res = None
-        if self.residual_conv is not None:
-            res = self.residual_conv(_zero_masked(u.transpose(1, 2), mask))
+        pre = _zero_masked(pre, mask)
+        ut = _zero_masked(u.transpose(1, 2), mask)
+        if uses_triton_fft(u.shape[1]):
+            res = None
+            if self.residual_conv is not None:
+                res = self.residual_conv(ut, out_dtype=x2.dtype)
+            y = torch.empty_like(u, dtype=x2.dtype)  # (B, L, d), written through a view
+            self.long_conv(pre, x2, res, out=y.transpose(1, 2))
+            return self.out_proj(y)
+        y = self.long_conv(pre)  # float32 in, float32 out
+        res = None if self.residual_conv is None else self.residual_conv(ut)
         return self.out_proj(gate_out(y, x2, res))
 
 
@@ -142,7 +155,12 @@ class BlockdiagGLU(nn.Module):
         nblocks: blocks of both block-diagonal weights.
         layer_norm_eps: epsilon of the output LayerNorm.
         dropout: dropout after the gated activation.
-        kernel: ``"torch"`` or ``"triton"`` (the block-diagonal Triton kernel).
+        kernel: ``"torch"`` or ``"triton"``: the fused ``GELU(g) * v`` kernel for ``fc_in``
+            (:func:`~m2bench.kernels.mlp_triton.blockdiag_glu`), the block-diagonal kernel with
+            the bias in its epilogue for ``fc_out``, and one add + LayerNorm kernel
+            (:func:`~m2bench.kernels.mlp_triton.add_layer_norm`). It needs ``nblocks`` even and
+            dividing ``2 * d_intermediate`` (else ConfigError); under autocast its output is in
+            the autocast dtype (the torch path's LayerNorm returns float32).
     """
 
     def __init__(
@@ -160,12 +178,43 @@ class BlockdiagGLU(nn.Module):
         self.fc_in = BlockdiagLinear(
             d_model, 2 * d_intermediate, nblocks, bias=False, kernel=kernel
         )
+        self.kernel = self.fc_in.kernel
+        if self.kernel == "triton" and (nblocks % 2 or (2 * d_intermediate) % nblocks):
+            from m2bench.errors import ConfigError
+
+            raise ConfigError(
+                f"kernel='triton' needs an even nblocks dividing 2 * d_intermediate "
+                f"(got nblocks={nblocks}, d_intermediate={d_intermediate}); use kernel='torch'"
+            )
         self.fc_out = BlockdiagLinear(d_intermediate, d_model, nblocks, bias=True, kernel=kernel)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Apply the MLP to ``h`` (..., d)."""
+        if self.kernel == "triton":
+            return self._forward_triton(h)
         gated, value = self.fc_in(h).split(self.d_intermediate, dim=-1)
         a = self.dropout(F.gelu(gated) * value)
         return self.norm(self.fc_out(a) + h)
+
+    def _forward_triton(self, h: torch.Tensor) -> torch.Tensor:
+        """``forward`` with the fused GLU, block-diagonal and add + LayerNorm kernels."""
+        from m2bench.kernels.blockdiag_triton import blockdiag_matmul
+        from m2bench.kernels.mlp_triton import add_layer_norm, blockdiag_glu
+
+        fc_in, fc_out, norm = self.fc_in, self.fc_out, self.norm
+        lead, d = h.shape[:-1], h.shape[-1]
+        h2d = h.reshape(-1, d)
+        device = h.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        pad_in = fc_in.nblocks * fc_in.in_block - d  # zero-pad widths nblocks does not divide
+        pad_mid = fc_out.nblocks * fc_out.in_block - self.d_intermediate
+        pad_out = fc_out.nblocks * fc_out.out_block - d
+        x = (F.pad(h2d, (0, pad_in)) if pad_in else h2d).to(dtype)
+        a = self.dropout(blockdiag_glu(x, fc_in.weight.to(dtype)))  # (M, I)
+        a = F.pad(a, (0, pad_mid)) if pad_mid else a
+        bias = F.pad(fc_out.bias, (0, pad_out)) if pad_out else fc_out.bias
+        y = blockdiag_matmul(a, fc_out.weight.to(dtype), bias)[:, :d]  # bias in the epilogue
+        out = add_layer_norm(y, h2d, norm.weight, norm.bias, norm.eps)
+        return out.reshape(*lead, d)
