@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# On the H200 device: the Triton kernel parity tests on CUDA (tests/test_kernels.py and
-# tests/test_gpu.py), then M2-BERT-80M with kernel=triton (Triton block-diagonal MLP and fused
-# gating around the PyTorch FFT convolution; the Monarch multiply is tested, no model uses it)
-# added to the committed bench CSV. Carry [".gpu_carry"]
-# (scripts/prepare_gpu_carry.sh); run as `M2BENCH_GIT_SHA=<commit> bash scripts/gpu_kernels.sh`.
-set -euo pipefail
+# Issue #4 on the H200: the CUDA parity tests of every kernel, kernel timings against the copy
+# bandwidth (scripts/gpu_kernel_probe.py), the whole-model bf16-vs-fp32 check
+# (scripts/gpu_model_check.py), `m2bench bench` of M2-BERT-80M with kernel=triton against
+# Hugging Face BERT-base (SDPA and eager) in the same run, appended to the committed
+# results/bench_nvidia_h200.csv (+ .png), and a profile at L=4096. Logs in $OUT/logs.tgz.
+# Carry [".gpu_carry/kit_small.tar.xz"] (scripts/prepare_gpu_carry.sh); run as
+# `M2BENCH_GIT_SHA=<commit> M2BENCH_GIT_DIRTY=false bash scripts/gpu_kernels.sh`.
+set -uo pipefail
 mkdir -p /tmp/m2kit
 python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site /tmp/m2kit/*.whl
-export PYTHONPATH=/tmp/site:$PWD MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db \
-  HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu PYTHONUNBUFFERED=1
-python3 -m pytest -q -s -p no:cacheprovider tests/test_kernels.py tests/test_gpu.py 2>&1 \
-  | tee $OUT/gpu_kernel_tests.log || true
-cp results/bench_nvidia_h200.csv $OUT/bench_nvidia_h200.csv
-python3 cli.py bench --model m2_bert_80m --seq-len 512,1024,2048,4096,8192,16384,32768 \
-  --mode fwd,fwdbwd --warmup 2 --repeats 5 --out $OUT/bench_nvidia_h200.csv --append \
-  --no-progress model.kernel=triton 2>&1 | tee $OUT/bench_triton.log
+export PYTHONPATH=/tmp/site:$PWD HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu \
+  PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db
+mkdir -p $OUT/logs
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+  tests/test_kernels_mlp.py tests/test_kernels_fftconv.py tests/test_gpu.py \
+  > $OUT/logs/gpu_kernel_tests.log 2>&1; tail -2 $OUT/logs/gpu_kernel_tests.log
+timeout 100 python3 scripts/gpu_kernel_probe.py > $OUT/logs/probe.txt 2>&1; tail -22 $OUT/logs/probe.txt
+timeout 120 python3 scripts/gpu_model_check.py 2>&1 | tee $OUT/logs/model_check.txt | tail -2
+csv=$OUT/bench_nvidia_h200.csv
+cp results/bench_nvidia_h200.csv $csv
+timeout 300 python3 cli.py bench --model m2_bert_80m --model bert_base_sdpa \
+  --seq-len 512,1024,2048,4096,8192,16384,32768 --mode fwd,fwdbwd --warmup 2 --repeats 5 \
+  --out $csv --append --no-progress model.kernel=triton > $OUT/logs/bench.log 2>&1
+timeout 100 python3 cli.py bench --model bert_base_eager --seq-len 512,1024,2048,4096,8192 \
+  --mode fwd --warmup 2 --repeats 5 --out $csv --append --no-progress >> $OUT/logs/bench.log 2>&1
+grep -E "^(m2_bert_80m|bert_base|model)" $OUT/logs/bench.log | tail -12
+timeout 60 python3 scripts/gpu_profile_m2.py 4096 triton > $OUT/logs/profile_triton_L4096.txt 2>&1
+tar -C $OUT -czf $OUT/logs.tgz logs && rm -rf $OUT/logs

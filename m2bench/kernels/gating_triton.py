@@ -12,6 +12,9 @@ transpose copy back to (B, L, d). Two kernels fuse everything around the FFT con
   rows from cache), one write of each output. Torch: read z, write the transposed copy, read it
   and write the conv output (3d channels), read x1 and v and write ``v * x1``, then read and
   write it again for the float32 cast in ``fft_conv``: about 4x fewer bytes.
+- :func:`transpose` (x (B, A, C), any strides -> (B, C, A) contiguous): a tiled transpose
+  through shared memory, coalesced on both sides (PyTorch's strided copy is not: 0.33 ms for a
+  (16, 4096, 768) bf16 tensor on an H200, three times the bytes' worth).
 - :func:`gate_out` (y (B, d, L) float32, x2 (B, d, L), res (B, d, L) or None -> (B, L, d)):
   ``y * x2 (+ res)`` stored transposed, in x2's dtype, ready for ``out_proj``. Reads each input
   once and writes once, instead of the cast of y, the product, the add and the transpose copy
@@ -121,6 +124,21 @@ if triton is not None:
         g_off = bi * s_gb + c[None, :] * s_gc + t[:, None] * s_gl
         tl.store(dy_ptr + g_off, (dout * x2.to(tl.float32)).to(dy_ptr.dtype.element_ty), mask=m)
         tl.store(dx2_ptr + g_off, (dout * y.to(tl.float32)).to(dx2_ptr.dtype.element_ty), mask=m)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _transpose_kernel(
+        x_ptr, y_ptr, A, C, s_xb, s_xa, s_xc, s_yb, s_yc, s_ya,
+        BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        pid_a, pid_c, bi = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        a = pid_a * BLOCK_A + tl.arange(0, BLOCK_A)
+        c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        m = (a < A)[:, None] & (c < C)[None, :]
+        tile = tl.load(x_ptr + bi * s_xb + a[:, None] * s_xa + c[None, :] * s_xc, mask=m)
+        tl.store(y_ptr + bi * s_yb + c[None, :] * s_yc + a[:, None] * s_ya, tile, mask=m)
 
 
 def _check_backend(x: torch.Tensor) -> None:
@@ -260,3 +278,36 @@ def short_conv_gate(
 def gate_out(y: torch.Tensor, x2: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
     """Output gate, residual and transpose with the Triton kernel; same contract as the twin."""
     return GateOut.apply(y, x2, res)
+
+
+_BLOCK_T = 64
+
+
+def transpose_fwd(x: torch.Tensor) -> torch.Tensor:
+    """Launch the tiled transpose: x (B, A, C), any strides -> (B, C, A) contiguous."""
+    _check_backend(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be (B, A, C), got {tuple(x.shape)}")
+    batch, rows, cols = x.shape
+    y = torch.empty(batch, cols, rows, device=x.device, dtype=x.dtype)
+    grid = (triton.cdiv(rows, _BLOCK_T), triton.cdiv(cols, _BLOCK_T), batch)
+    _transpose_kernel[grid](x, y, rows, cols, *x.stride(), *y.stride(),
+                            BLOCK_A=_BLOCK_T, BLOCK_C=_BLOCK_T)  # fmt: skip
+    return y
+
+
+class Transpose(torch.autograd.Function):
+    """Autograd wrapper: the backward is the same kernel on the gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return transpose_fwd(x)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # noqa: D102
+        return transpose_fwd(dy)
+
+
+def transpose(x: torch.Tensor) -> torch.Tensor:
+    """(B, A, C) -> (B, C, A) contiguous with the Triton kernel; same contract as the twin."""
+    return Transpose.apply(x)

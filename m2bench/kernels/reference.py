@@ -22,6 +22,7 @@
   ``out_dtype`` (default x's), copied into ``out`` when given. ``conv`` is
   :func:`m2bench.layers.long_conv.fft_conv`'s: ``y[t] = sum_{s<=t} x[s] k_fwd[t-s] +
   sum_{s>t} x[s] k_rev[s-t-1]``. Math in float32 (float64 for float64 x).
+- :func:`transpose`: x (B, A, C) -> (B, C, A) contiguous.
 - :func:`gate_out`: y (B, d, L) (``fft_conv`` output), x2 (B, d, L), res (B, d, L) or None ->
   ``(y * x2 + res)`` transposed to (B, L, d), in x2's dtype. Math in float32.
 - :func:`blockdiag_glu`: h (M, d), w_in (nblocks, 2I/nblocks, d/nblocks), nblocks even ->
@@ -133,3 +134,8 @@ def add_layer_norm(
         s = x.to(dtype) + residual.to(dtype)
         y = F.layer_norm(s, (s.shape[-1],), weight.to(dtype), bias.to(dtype), eps)
         return y.to(x.dtype)
+
+
+def transpose(x: torch.Tensor) -> torch.Tensor:
+    """(B, A, C) -> (B, C, A), contiguous."""
+    return x.transpose(1, 2).contiguous()

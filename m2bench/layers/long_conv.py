@@ -212,15 +212,18 @@ class ImplicitLongConv(nn.Module):
 
         With ``kernel="triton"`` and L <= :data:`~m2bench.kernels.fftconv_triton.MAX_N` / 2 this
         is the Triton FFT convolution (gating fused, any strides, written into ``out`` if given);
-        otherwise the cuFFT path.
+        without gradients its kernels' spectrum is kept between calls (:meth:`_spectrum`), so
+        inference does not re-evaluate the filter MLPs; otherwise the cuFFT path.
         """
-        k_fwd, k_rev = self.filter(x.shape[-1])
         if self.kernel == "triton" and uses_triton_fft(x.shape[-1]):
-            from m2bench.kernels.fftconv_triton import fft_conv as triton_fft_conv
+            from m2bench.kernels import fftconv_triton as fc
 
-            return triton_fft_conv(
-                x, k_fwd, k_rev, self.skip, gate, add, out=out, out_dtype=out_dtype
-            )
+            if out is None and not torch.is_grad_enabled():
+                spec = self._spectrum(x.shape[-1], x.device)
+                return fc.fft_conv_spectrum(x, spec, self.skip, gate, add, out_dtype=out_dtype)
+            k_fwd, k_rev = self.filter(x.shape[-1])
+            return fc.fft_conv(x, k_fwd, k_rev, self.skip, gate, add, out=out, out_dtype=out_dtype)
+        k_fwd, k_rev = self.filter(x.shape[-1])
         y = fft_conv(x, k_fwd, k_rev, self.skip)
         if gate is not None:
             y = y * gate
@@ -228,6 +231,24 @@ class ImplicitLongConv(nn.Module):
             y = y + add
         y = y.to(out_dtype or y.dtype)
         return y if out is None else out.copy_(y)
+
+
+    def _spectrum(self, seqlen: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Triton kernel's spectrum of this layer's kernels at ``seqlen``, kept between calls.
+
+        Recomputed when the length, the device or any filter parameter changes (a new tensor or
+        an in-place update: the key holds each parameter's storage pointer and version), so an
+        optimizer step or ``load_state_dict`` is always seen. Only used without gradients.
+        """
+        from m2bench.kernels.fftconv_triton import kernel_spectrum, transform_size
+
+        params = tuple(self.filter.parameters())
+        key = (seqlen, str(device), tuple((p.data_ptr(), p._version) for p in params))
+        if getattr(self, "_spec_key", None) != key:
+            n1, n2 = transform_size(seqlen)
+            self._spec = kernel_spectrum(*self.filter(seqlen), n1, n2)
+            self._spec_key = key
+        return self._spec
 
 
 def uses_triton_fft(seqlen: int) -> bool:
