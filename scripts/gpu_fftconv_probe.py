@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import triton
 
-from m2bench.kernels import reference
 from m2bench.kernels import fftconv_triton as fc
+from m2bench.kernels import reference
 from m2bench.layers.long_conv import fft_conv as cufft_conv
 
 
@@ -30,14 +30,18 @@ for L in (100, 512, 1000, 2048, 4096):
     x = torch.randn(5, 6, L, device="cuda")
     kf, kr = torch.randn(6, L, device="cuda") * 0.1, torch.randn(6, L, device="cuda") * 0.1
     s, g, a = torch.randn(6, device="cuda"), torch.randn_like(x), torch.randn_like(x)
-    ref = reference.fft_conv(x.double(), kf.double(), kr.double(), s.double(), g.double(), a.double())
+    ref = reference.fft_conv(
+        x.double(), kf.double(), kr.double(), s.double(), g.double(), a.double()
+    )
     errs = {p: rel(fc.fft_conv(x, kf, kr, s, g, a, precision=p), ref) for p in fc.PRECISIONS}
     xb = x.bfloat16()
     errs["bf16 io"] = rel(fc.fft_conv(xb, kf, kr, s, g.bfloat16(), a.bfloat16()), ref)
     print(f"  L={L:5d} " + "  ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 
 print(f"{'L':>6} {'variant':40s} {'ms':>8s}")
-for L in (512, 1024, 2048, 4096):
+
+
+def _at_length(L: int) -> None:
     B, C = 65536 // L, 768
     x = torch.randn(B, C, L, device="cuda", dtype=torch.bfloat16)
     xt = torch.randn(B, L, C, device="cuda", dtype=torch.bfloat16)
@@ -50,14 +54,35 @@ for L in (512, 1024, 2048, 4096):
     rows.append(("spectrum only", lambda: fc.kernel_spectrum(kf, kr, n1, n2)))
     for prec in ("tf32", "bf16", "tf32x3"):
         for w in (4, 8, 16):
-            rows.append((f"kernel {prec} w{w} contiguous", lambda p=prec, w=w: fc.fftconv_fwd(x, spec, n1, n2, s, precision=p, num_warps=w)))
+            rows.append(
+                (
+                    f"kernel {prec} w{w} contiguous",
+                    lambda p=prec, w=w: fc.fftconv_fwd(
+                        x, spec, n1, n2, s, precision=p, num_warps=w
+                    ),
+                )
+            )
     yt = torch.empty_like(xt)
-    rows.append(("kernel tf32 w8 strided in+out", lambda: fc.fftconv_fwd(xt.transpose(1, 2), spec, n1, n2, s, out=yt.transpose(1, 2))))
+    rows.append(
+        (
+            "kernel tf32 w8 strided in+out",
+            lambda: fc.fftconv_fwd(xt.transpose(1, 2), spec, n1, n2, s, out=yt.transpose(1, 2)),
+        )
+    )
     rows.append(("kernel tf32 w8 gated", lambda: fc.fftconv_fwd(x, spec, n1, n2, s, g, a)))
-    rows.append(("kernel tf32 w8 gated, strided out", lambda: fc.fftconv_fwd(x, spec, n1, n2, s, g, a, out=yt.transpose(1, 2))))
+    rows.append(
+        (
+            "kernel tf32 w8 gated, strided out",
+            lambda: fc.fftconv_fwd(x, spec, n1, n2, s, g, a, out=yt.transpose(1, 2)),
+        )
+    )
     rows.append(("copy of x (bytes floor x2)", lambda: x.clone()))
     for name, fn in rows:
         try:
             print(f"{L:6d} {name:40s} {bench(fn):8.3f}", flush=True)
         except Exception as exc:  # noqa: BLE001 - a probe: report and go on
             print(f"{L:6d} {name:40s} failed: {str(exc).splitlines()[0][:80]}")
+
+
+for L in (512, 1024, 2048, 4096):
+    _at_length(L)

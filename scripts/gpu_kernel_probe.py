@@ -13,6 +13,7 @@ import triton
 
 from m2bench.kernels import reference
 from m2bench.kernels.blockdiag_triton import blockdiag_matmul_fwd
+from m2bench.kernels.mlp_triton import add_layer_norm_fwd, blockdiag_glu_fwd
 from m2bench.layers.long_conv import fft_conv
 
 
@@ -45,13 +46,16 @@ for name, fn in [
     ms = bench(fn)
     bw = nbytes / ms / 1e6
     rows.append((name, ms, f"{bw:.0f} GB/s = {100 * bw / copy_bw:.0f}% of copy"))
-from m2bench.kernels.mlp_triton import add_layer_norm_fwd, blockdiag_glu_fwd
-
 w_in = torch.randn(nb, 2 * out // nb, dim // nb, device=dev, dtype=torch.bfloat16) * 0.05
 glu_bytes = (m * dim + m * out + w_in.numel()) * 2
 for name, fn in [
     ("GLU fused 768->2x3072 -> 3072", lambda: blockdiag_glu_fwd(x, w_in)),
-    ("GLU unfused (einsum, gelu, mul)", lambda: (lambda g: torch.nn.functional.gelu(g[:, :out]) * g[:, out:])(reference.blockdiag_matmul(x, w_in))),
+    (
+        "GLU unfused (einsum, gelu, mul)",
+        lambda: (lambda g: torch.nn.functional.gelu(g[:, :out]) * g[:, out:])(
+            reference.blockdiag_matmul(x, w_in)
+        ),
+    ),
 ]:
     ms = bench(fn)
     rows.append((name, ms, f"{glu_bytes / ms / 1e6:.0f} GB/s of the fused bytes floor"))
@@ -59,26 +63,48 @@ a3 = torch.randn(m, out, device=dev, dtype=torch.bfloat16)
 w_out = torch.randn(nb, dim // nb, out // nb, device=dev, dtype=torch.bfloat16) * 0.05
 ms = bench(lambda: blockdiag_matmul_fwd(a3, w_out))
 rows.append(("blockdiag triton 3072->768", ms, f"{(m * dim + m * out) * 2 / ms / 1e6:.0f} GB/s"))
-y7, r7 = torch.randn(m, dim, device=dev, dtype=torch.bfloat16), torch.randn(m, dim, device=dev, dtype=torch.bfloat16)
+y7, r7 = (
+    torch.randn(m, dim, device=dev, dtype=torch.bfloat16),
+    torch.randn(m, dim, device=dev, dtype=torch.bfloat16),
+)
 lw, lb = torch.ones(dim, device=dev), torch.zeros(dim, device=dev)
 ms = bench(lambda: add_layer_norm_fwd(y7, r7, lw, lb, 1e-12))
 rows.append(("add + LayerNorm fused", ms, f"{3 * m * dim * 2 / ms / 1e6:.0f} GB/s"))
-ms = bench(lambda: torch.nn.functional.layer_norm(y7 + r7, (dim,), lw.bfloat16(), lb.bfloat16(), 1e-12))
+ms = bench(
+    lambda: torch.nn.functional.layer_norm(y7 + r7, (dim,), lw.bfloat16(), lb.bfloat16(), 1e-12)
+)
 rows.append(("add + LayerNorm torch", ms, ""))
-err = (blockdiag_matmul_fwd(x, w).float() - reference.blockdiag_matmul(x.float(), w.float()))
-rows.append(("blockdiag triton rel err", 0.0, f"{err.norm() / (x.float() @ torch.block_diag(*w.float()).T).norm():.2e}"))
+err = blockdiag_matmul_fwd(x, w).float() - reference.blockdiag_matmul(x.float(), w.float())
+rows.append(
+    (
+        "blockdiag triton rel err",
+        0.0,
+        f"{err.norm() / (x.float() @ torch.block_diag(*w.float()).T).norm():.2e}",
+    )
+)
 
-for L in (4096, 32768):
+
+def _at_length(L: int) -> None:
     bsz = 65536 // L
     u = torch.randn(bsz, 768, L, device=dev)
-    k1, k2, d = torch.randn(768, L, device=dev), torch.randn(768, L, device=dev), torch.randn(768, device=dev)
+    k1, k2, d = (
+        torch.randn(768, L, device=dev),
+        torch.randn(768, L, device=dev),
+        torch.randn(768, device=dev),
+    )
     ms = bench(lambda: fft_conv(u, k1, k2, d))
-    rows.append((f"fft_conv fp32 (B={bsz},C=768,L={L})", ms, f"{u.numel() * 8 / ms / 1e6:.0f} GB/s in+out"))
+    rows.append(
+        (f"fft_conv fp32 (B={bsz},C=768,L={L})", ms, f"{u.numel() * 8 / ms / 1e6:.0f} GB/s in+out")
+    )
     uf = torch.fft.rfft(u, n=2 * L)
     ms = bench(lambda: torch.fft.rfft(u, n=2 * L))
-    rows.append((f"  rfft n=2L", ms, ""))
+    rows.append(("  rfft n=2L", ms, ""))
     ms = bench(lambda: torch.fft.irfft(uf, n=2 * L))
-    rows.append((f"  irfft n=2L", ms, ""))
+    rows.append(("  irfft n=2L", ms, ""))
+
+
+for L in (4096, 32768):
+    _at_length(L)
 
 print(f"{'what':44s} {'ms':>9s}  note")
 for name, ms, note in rows:

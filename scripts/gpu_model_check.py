@@ -35,6 +35,8 @@ for n_layers in (1, 12):
             tri_bf16 = tri_model.hidden_states(batch)
         tri_fp32 = tri_model.hidden_states(batch)
     assert torch.isfinite(tri_bf16).all()
-    print(f"L={L} layers={n_layers}: vs fp32 torch reference: torch bf16 {rel(torch_bf16, ref):.4f}"
-          f"  triton bf16 {rel(tri_bf16, ref):.4f}  triton fp32 {rel(tri_fp32, ref):.4f}"
-          f"  (triton bf16 vs torch bf16 {rel(tri_bf16, torch_bf16):.4f})")
+    print(
+        f"L={L} layers={n_layers}: vs fp32 torch reference: torch bf16 {rel(torch_bf16, ref):.4f}"
+        f"  triton bf16 {rel(tri_bf16, ref):.4f}  triton fp32 {rel(tri_fp32, ref):.4f}"
+        f"  (triton bf16 vs torch bf16 {rel(tri_bf16, torch_bf16):.4f})"
+    )

@@ -5,12 +5,12 @@
 - ``mixer.py``: the M2 sequence mixer and the gated block-diagonal GLU MLP (dimension mixer).
 - ``heads.py``: pooler, masked-LM head and classification head.
 
-Every layer takes ``kernel``: ``"torch"`` (plain PyTorch everywhere) or ``"triton"`` (the Triton
-kernels m2bench has: the block-diagonal matmul of the GLU MLP, the order-2 Monarch multiply of
-:class:`~m2bench.layers.monarch.MonarchLinear`, and the fused short conv + gating around the long
-convolutions of :class:`~m2bench.layers.mixer.M2SequenceMixer`; the FFT long convolutions
-themselves have no kernel yet and run their PyTorch code, which :data:`TRITON_COVERAGE` states and
-every run tags as ``kernel_impl``).
+Every layer takes ``kernel``: ``"torch"`` (plain PyTorch everywhere) or ``"triton"`` (m2bench's
+Triton kernels: the block-diagonal matmul and the fused GLU / add + LayerNorm of the MLP, the
+order-2 Monarch multiply of :class:`~m2bench.layers.monarch.MonarchLinear`, the fused short conv
++ gating of :class:`~m2bench.layers.mixer.M2SequenceMixer`, and the FFT long convolution as
+Monarch matmuls for L <= 4096, cuFFT beyond; :data:`TRITON_COVERAGE` states it and every run tags
+it as ``kernel_impl``).
 Anything else raises :class:`~m2bench.errors.ConfigError`.
 """
 
@@ -21,7 +21,10 @@ from m2bench.errors import ConfigError
 #: Implementations a layer can run with.
 KERNELS = ("torch", "triton")
 #: what ``kernel="triton"`` runs, per building block (the run tag ``kernel_impl``)
-TRITON_COVERAGE = "blockdiag_mlp:triton long_conv:torch+fused_gating:triton monarch:triton"
+TRITON_COVERAGE = (
+    "blockdiag_mlp:triton long_conv:triton(L<=4096)+cufft(L>4096) fused_gating:triton "
+    "monarch:triton"
+)
 
 
 def check_kernel(kernel: str) -> str:
