@@ -99,7 +99,8 @@ def test_fft_conv_backward_matches_the_twin(bidirectional):
     grads = []
     for fn, dtype in ((fc.fft_conv, torch.float32), (reference.fft_conv, torch.float64)):
         args = {
-            k: None if v is None else v.to(DEVICE, dtype).requires_grad_() for k, v in leaves.items()
+            k: None if v is None else v.to(DEVICE, dtype).requires_grad_()
+            for k, v in leaves.items()
         }
         y = fn(**args, **({"precision": PREC} if fn is fc.fft_conv else {}))
         live = [v for v in args.values() if v is not None]
@@ -112,7 +113,11 @@ def test_transform_size_covers_twice_the_length():
     for seqlen in (1, 255, 256, 257, 1000, 2048, 4096):
         n1, n2 = fc.transform_size(seqlen)
         n = n1 * n2
-        assert n >= max(fc.MIN_N, 2 * seqlen) and n & (n - 1) == 0 and n < max(fc.MIN_N * 2, 4 * seqlen)
+        assert (
+            n >= max(fc.MIN_N, 2 * seqlen)
+            and n & (n - 1) == 0
+            and n < max(fc.MIN_N * 2, 4 * seqlen)
+        )
         assert n1 // 2 >= 16 and n2 >= 16 and n1 in (n2, 2 * n2)  # 16-wide matmul sides
     assert fc.transform_size(4096) == (128, 64)
 
