@@ -14,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu \
   PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db
 mkdir -p $OUT/logs
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
   tests/test_kernels_mlp.py tests/test_kernels_fftconv.py tests/test_gpu.py \
   > $OUT/logs/gpu_kernel_tests.log 2>&1; tail -2 $OUT/logs/gpu_kernel_tests.log
 timeout 100 python3 scripts/gpu_kernel_probe.py > $OUT/logs/probe.txt 2>&1; tail -22 $OUT/logs/probe.txt

@@ -159,13 +159,25 @@ def test_every_cuda_config_computes_the_same_result(monkeypatch):
         bias = torch.randn(4 * out_block)
         y_want = reference.blockdiag_matmul(h, w, bias)
         a_want = reference.blockdiag_glu(h, w)
-        for cfg in bd.CUDA_CONFIGS:
+        for cfg in [*bd.CUDA_CONFIGS, bd.SMALL_CONFIG]:
             tuned = triton.autotune([cfg], bd._KEY)(bd._blockdiag_heur)
             monkeypatch.setattr(bd, "_blockdiag_interp", tuned)
             torch.testing.assert_close(bd.blockdiag_matmul_fwd(h, w, bias), y_want, **FP32)
-        for cfg in mlp.CUDA_CONFIGS:
+        for cfg in [*mlp.CUDA_CONFIGS, mlp.SMALL_CONFIG]:
             monkeypatch.setattr(mlp, "_glu_interp", triton.autotune([cfg], mlp._KEY)(mlp._glu_heur))
             torch.testing.assert_close(mlp.blockdiag_glu_fwd(h, w), a_want, **FP32)
+
+
+def test_small_products_on_cuda_skip_autotuning(monkeypatch):
+    """Below AUTOTUNE_MIN_M rows CUDA launches one fixed config (no compile of every candidate)."""
+    from m2bench.kernels import blockdiag_triton as bd
+
+    monkeypatch.setattr(bd, "_interpreting", lambda: False)
+    small = bd.AUTOTUNE_MIN_M - 1
+    assert bd.pick_kernel("interp", "small", "tuned", small) == "small"
+    assert bd.pick_kernel("interp", "small", "tuned", bd.AUTOTUNE_MIN_M) == "tuned"
+    monkeypatch.setattr(bd, "_interpreting", lambda: True)
+    assert bd.pick_kernel("interp", "small", "tuned", 10**6) == "interp"
 
 
 def _glu_pair(d: int, inner: int, nblocks: int):

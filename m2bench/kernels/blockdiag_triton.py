@@ -64,6 +64,11 @@ def check_backend(x: torch.Tensor) -> None:
         )
 
 
+#: below this many rows the CUDA launch uses one fixed config instead of autotuning: small
+#: products (tests, short batches) would spend seconds compiling every candidate for little gain
+AUTOTUNE_MIN_M = 4096
+
+
 def m_bucket(m: int) -> int:
     """The autotune key for M: the next power of two (at least 16)."""
     return max(16, 1 << max(m - 1, 0).bit_length())
@@ -90,6 +95,8 @@ if triton is not None:
     ]
     #: the one config used under TRITON_INTERPRET=1
     INTERPRET_CONFIG = _cfg(32, 32, 16, 4, 1)
+    #: the one config used on CUDA below AUTOTUNE_MIN_M rows
+    SMALL_CONFIG = _cfg(64, 64, 32, 4, 3)
     _KEY = ["M_BUCKET", "IN_BLOCK", "OUT_BLOCK"]
     _HEURISTICS = {"EVEN_K": lambda args: args["IN_BLOCK"] % args["BLOCK_K"] == 0}
 
@@ -138,6 +145,14 @@ if triton is not None:
     _blockdiag_heur = triton.heuristics(_HEURISTICS)(_blockdiag_kernel)
     _blockdiag_cuda = triton.autotune(CUDA_CONFIGS, key=_KEY)(_blockdiag_heur)
     _blockdiag_interp = triton.autotune([INTERPRET_CONFIG], key=_KEY)(_blockdiag_heur)
+    _blockdiag_small = triton.autotune([SMALL_CONFIG], key=_KEY)(_blockdiag_heur)
+
+
+def pick_kernel(interp, small, tuned, m: int):
+    """The interpreter's kernel, the fixed small-M CUDA kernel, or the autotuned one."""
+    if _interpreting():
+        return interp
+    return tuned if m >= AUTOTUNE_MIN_M else small
 
 
 def blockdiag_matmul_fwd(
@@ -182,7 +197,7 @@ def blockdiag_matmul_fwd(
     # tiles are upcast to float32 first (same products, exact in float32); never on CUDA
     upcast = _interpreting() and x.dtype == torch.bfloat16
     precision = "ieee" if upcast else precision
-    kernel = _blockdiag_interp if _interpreting() else _blockdiag_cuda
+    kernel = pick_kernel(_blockdiag_interp, _blockdiag_small, _blockdiag_cuda, m)
     kernel[grid](
         x, w, bias_arg, y, m, m_bucket(m), nblocks, in_block, out_block,
         x.stride(0), w.stride(0), w.stride(1), y.stride(0),

@@ -41,6 +41,7 @@ from m2bench.kernels.blockdiag_triton import (
     blockdiag_matmul_fwd,
     check_backend,
     m_bucket,
+    pick_kernel,
 )
 
 try:
@@ -69,6 +70,8 @@ if triton is not None:
     ]
     #: the one config used under TRITON_INTERPRET=1
     INTERPRET_CONFIG = _cfg(32, 32, 16, 4, 1)
+    #: the one config used on CUDA below blockdiag_triton.AUTOTUNE_MIN_M rows
+    SMALL_CONFIG = _cfg(64, 64, 32, 4, 3)
     _KEY = ["M_BUCKET", "IN_BLOCK", "OUT_BLOCK"]
     _BWD_BLOCK_M, _BWD_BLOCK_N = 32, 128  # the elementwise GLU backward
     _HEURISTICS = {"EVEN_K": lambda args: args["IN_BLOCK"] % args["BLOCK_K"] == 0}
@@ -128,6 +131,7 @@ if triton is not None:
     _glu_heur = triton.heuristics(_HEURISTICS)(_glu_kernel)
     _glu_cuda = triton.autotune(CUDA_CONFIGS, key=_KEY)(_glu_heur)
     _glu_interp = triton.autotune([INTERPRET_CONFIG], key=_KEY)(_glu_heur)
+    _glu_small = triton.autotune([SMALL_CONFIG], key=_KEY)(_glu_heur)
 
     @triton.jit
     def _glu_bwd_kernel(
@@ -215,7 +219,7 @@ def blockdiag_glu_fwd(h: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
     precision = "ieee" if h.dtype == torch.float32 else "tf32"
     upcast = _interpreting() and h.dtype == torch.bfloat16  # as in blockdiag_matmul_fwd
     precision = "ieee" if upcast else precision
-    kernel = _glu_interp if _interpreting() else _glu_cuda
+    kernel = pick_kernel(_glu_interp, _glu_small, _glu_cuda, m)
     kernel[grid](
         h, w_in, a, m, m_bucket(m), half, in_block, out_block,
         h.stride(0), w_in.stride(0), w_in.stride(1), a.stride(0),
