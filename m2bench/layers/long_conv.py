@@ -232,7 +232,6 @@ class ImplicitLongConv(nn.Module):
         y = y.to(out_dtype or y.dtype)
         return y if out is None else out.copy_(y)
 
-
     def _spectrum(self, seqlen: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The Triton kernel's spectrum of this layer's kernels at ``seqlen``, kept between calls.
 
