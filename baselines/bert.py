@@ -6,9 +6,13 @@ Understanding" (NAACL 2019, https://arxiv.org/abs/1810.04805). The model code is
 
 Matched against M2-BERT: ``bert_base`` has M2-BERT-80M's width and depth (d 768, 12 layers, FFN
 3072), as in the Monarch Mixer paper's GLUE comparison; ``bert_large`` is d 1024, 24 layers, 16
-heads, FFN 4096. Parameters are not matched (attention adds 4d^2 per layer). ``bert_base_eager``
-and ``bert_base_sdpa`` differ only in the attention implementation (explicit softmax vs
-``torch.nn.functional.scaled_dot_product_attention``), for throughput comparisons.
+heads, FFN 4096. Parameters are not matched (attention adds 4d^2 per layer).
+``bert_base_eager``, ``bert_base_sdpa`` and ``bert_base_fa2`` differ only in the attention implementation (explicit
+softmax, ``torch.nn.functional.scaled_dot_product_attention``, or the ``flash-attn`` package's
+FlashAttention-2 kernels, CUDA with half-precision activations only), for throughput
+comparisons. ``bert_base_fa2`` needs ``flash-attn`` installed; without it building the model
+raises a one-line :class:`~m2bench.errors.ConfigError` (``m2bench bench`` records it in the
+row's ``error`` column).
 
 Tokenisation: the bert-base-uncased WordPiece files bundled with m2bench, through the same
 function as M2-BERT (``m2bench.tokenization.tokenize_wordpiece_pairs``): ``[CLS] a [SEP] b
@@ -39,7 +43,7 @@ from m2bench.registry import register_model
 from m2bench.tokenization import tokenize_wordpiece_pairs
 
 log = logging.getLogger(__name__)
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 WORDPIECE_VOCAB = 30522  # ids of the bundled bert-base-uncased vocabulary
 
 
@@ -54,7 +58,7 @@ class HFBertConfig:
     max_len: int = 512  # position table; the default truncation length
     vocab_size: int = WORDPIECE_VOCAB
     dropout: float = 0.1  # hidden and attention-probability dropout
-    attn_implementation: str = "sdpa"  # "sdpa" | "eager" (transformers' attention code path)
+    attn_implementation: str = "sdpa"  # "sdpa" | "eager" | "flash_attention_2" (transformers)
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
@@ -180,8 +184,22 @@ _CONFIGS = {
     "bert_large": HFBertConfig(d_model=1024, n_layers=24, n_heads=16, d_intermediate=4096),
     "bert_base_eager": HFBertConfig(attn_implementation="eager"),
     "bert_base_sdpa": HFBertConfig(attn_implementation="sdpa"),
+    "bert_base_fa2": HFBertConfig(attn_implementation="flash_attention_2"),
     "bert_tiny": HFBertConfig(d_model=32, n_layers=2, n_heads=2, d_intermediate=128, max_len=128),
 }
+
+
+def _check_flash_attn(config: HFBertConfig) -> None:
+    """FlashAttention-2 needs the ``flash-attn`` package: refuse in one line when it is missing."""
+    import importlib.util
+
+    if config.attn_implementation == "flash_attention_2" and (
+        importlib.util.find_spec("flash_attn") is None
+    ):
+        raise ConfigError(
+            "attn_implementation 'flash_attention_2' needs the flash-attn package, which is not "
+            "installed here (`pip install flash-attn` on a CUDA machine); use bert_base_sdpa"
+        )
 
 
 def _looks_like_path(source: str) -> bool:
@@ -205,6 +223,7 @@ def _load(source: str, name: str, **overrides: object) -> HFBertEncoder:
             f"overrides (got {', '.join(bad)}); use --init random to change the architecture"
         )
     wanted = replace(_CONFIGS[name], **overrides)  # validates the overrides
+    _check_flash_attn(wanted)
     if _looks_like_path(source) and not Path(source).expanduser().is_dir():
         raise WeightsUnavailable(f"no checkpoint directory {source!r} for {name}")
     _quiet_transformers()
@@ -246,7 +265,9 @@ def _load(source: str, name: str, **overrides: object) -> HFBertEncoder:
 
 
 def _build(name: str, overrides: dict) -> HFBertEncoder:
-    return HFBertEncoder(replace(_CONFIGS[name], **overrides))
+    config = replace(_CONFIGS[name], **overrides)
+    _check_flash_attn(config)
+    return HFBertEncoder(config)
 
 
 # The first docstring line of each builder is its `m2bench list models` description.
@@ -281,6 +302,14 @@ def bert_base_eager(**overrides: object) -> HFBertEncoder:
 def bert_base_sdpa(**overrides: object) -> HFBertEncoder:
     """BERT-base with PyTorch sdpa attention; truncates longest first to 512."""
     return _build("bert_base_sdpa", overrides)
+
+
+@register_model(
+    "bert_base_fa2", params_m=108.89, max_len=512, weights="bert-base-uncased", **_ENCODER
+)
+def bert_base_fa2(**overrides: object) -> HFBertEncoder:
+    """BERT-base with FlashAttention-2 (needs flash-attn, CUDA); truncates longest first to 512."""
+    return _build("bert_base_fa2", overrides)
 
 
 @register_model("bert_tiny", params_m=1.01, max_len=128, **_ENCODER)

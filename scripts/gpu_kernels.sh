@@ -2,7 +2,8 @@
 # Issue #4 on the H200: the CUDA parity tests of every kernel, kernel timings against the copy
 # bandwidth (scripts/gpu_kernel_probe.py), the whole-model bf16-vs-fp32 check
 # (scripts/gpu_model_check.py), `m2bench bench` of M2-BERT-80M with kernel=triton against
-# Hugging Face BERT-base (SDPA and eager) in the same run, appended to the committed
+# Hugging Face BERT-base (SDPA, eager, and FlashAttention-2 when flash-attn is installed) in the
+# same run, appended to the committed
 # results/bench_nvidia_h200.csv (+ .png), and a profile at L=4096. Logs in $OUT/logs.tgz.
 # Carry [".gpu_carry/kit_small.tar.xz"] (scripts/prepare_gpu_carry.sh); run as
 # `M2BENCH_GIT_SHA=<commit> M2BENCH_GIT_DIRTY=false bash scripts/gpu_kernels.sh`.
@@ -21,7 +22,9 @@ timeout 100 python3 scripts/gpu_kernel_probe.py > $OUT/logs/probe.txt 2>&1; tail
 timeout 120 python3 scripts/gpu_model_check.py 2>&1 | tee $OUT/logs/model_check.txt | tail -2
 csv=$OUT/bench_nvidia_h200.csv
 cp results/bench_nvidia_h200.csv $csv
-timeout 300 python3 cli.py bench --model m2_bert_80m --model bert_base_sdpa \
+fa2=""  # FlashAttention-2 BERT too when flash-attn is installed on the machine
+python3 -c "import flash_attn" 2>/dev/null && fa2="--model bert_base_fa2"
+timeout 300 python3 cli.py bench --model m2_bert_80m --model bert_base_sdpa $fa2 \
   --seq-len 512,1024,2048,4096,8192,16384,32768 --mode fwd,fwdbwd --warmup 2 --repeats 5 \
   --out $csv --append --no-progress model.kernel=triton > $OUT/logs/bench.log 2>&1
 timeout 100 python3 cli.py bench --model bert_base_eager --seq-len 512,1024,2048,4096,8192 \

@@ -67,3 +67,20 @@ def test_bench_bad_input(store: Path):
     assert res.exit_code == 2 and "--seq-len" in res.output
     res = CliRunner().invoke(main, ["bench", "--model", "m2_bert_tiny", "--mode", "both"])
     assert res.exit_code == 2 and "unknown mode 'both'" in res.output
+
+
+def test_a_baseline_that_cannot_be_built_is_an_error_row(store: Path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real(n, *a)
+    )
+    res = CliRunner().invoke(main, ["bench", "--model", "bert_tiny", "--model", "bert_base_fa2",
+                                    "--seq-len", "32", "--mode", "fwd", "--tokens-per-batch", "64",
+                                    "--repeats", "1", "--out", "b.csv", "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = {r["model"]: r for r in csv.DictReader(open(store / "b.csv"))}
+    assert float(rows["bert_tiny"]["tokens_per_ms"]) > 0 and rows["bert_tiny"]["error"] == ""
+    assert "flash-attn" in rows["bert_base_fa2"]["error"]
+    assert rows["bert_base_fa2"]["tokens_per_ms"] == "nan"

@@ -53,8 +53,10 @@ def test_every_encoder_implements_the_protocol(small_models):
     names = list_models("encoder") + [n for n in list_models("text_encoder") if "m2_bert" in n]
     for name in names:
         spec = MODELS.get(name)
+        # FlashAttention-2 needs flash-attn (not installed here); the protocol is the same
+        over = {"attn_implementation": "sdpa"} if name == "bert_base_fa2" else {}
         with torch.device("meta"):
-            model = create_model(name)
+            model = create_model(name, **over)
         assert isinstance(model, SequenceEncoder), name
         assert model.max_length == spec.max_len, name
         assert model.hidden_size == model.config.d_model, name
@@ -183,6 +185,22 @@ def test_bert_attention_implementations_agree():
     with torch.device("meta"):
         assert create_model("bert_base_eager").bert.config._attn_implementation == "eager"
         assert create_model("bert_base_sdpa").bert.config._attn_implementation == "sdpa"
+
+
+def test_flash_attention_baseline_needs_flash_attn(monkeypatch):
+    import importlib.util
+
+    from baselines import bert
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real(n, *a)
+    )
+    with pytest.raises(ConfigError, match="needs the flash-attn package.*bert_base_sdpa"):
+        create_model("bert_base_fa2")
+    assert bert._CONFIGS["bert_base_fa2"].attn_implementation == "flash_attention_2"
+    with pytest.raises(ConfigError, match="attn_implementation 'flash' is not one of"):
+        create_model("bert_base", attn_implementation="flash")
 
 
 def test_bert_pretrained_offline_is_unavailable(monkeypatch):
