@@ -230,3 +230,21 @@ def test_transpose_matches_the_twin(shape):
     torch.testing.assert_close(x.grad, reference.transpose(dy), rtol=0, atol=0)
     strided = torch.randn(shape[0], shape[2], shape[1], device=DEVICE).transpose(1, 2)
     torch.testing.assert_close(transpose(strided), reference.transpose(strided), rtol=0, atol=0)
+
+
+def test_tuning_knobs_keep_the_result():
+    """Other transform shapes and bf16 DFT tables (CUDA only; float32 under the interpreter)."""
+    torch.manual_seed(9)
+    x = torch.randn(3, 2, 300, device=DEVICE)
+    k_fwd, k_rev = torch.randn(2, 2, 300, device=DEVICE)
+    want = reference.fft_conv(x.double(), k_fwd.double(), k_rev.double())
+    for n1, n2 in ((32, 32), (64, 16), (32, 64), (128, 32)):
+        spec = fc.kernel_spectrum(k_fwd, k_rev, n1, n2)
+        assert _rel(fc.fftconv_fwd(x, spec, n1, n2, precision=PREC), want) < 1e-5
+    spec = fc.kernel_spectrum(k_fwd, k_rev, 32, 32)
+    got = fc.fftconv_fwd(x, spec, 32, 32, precision="bf16", table_dtype=torch.bfloat16)
+    assert _rel(got, want) < (1e-2 if DEVICE == "cuda" else 1e-5)
+    with pytest.raises(ValueError, match="N1 >= 32 and N2 >= 16"):
+        fc.fftconv_fwd(x, fc.kernel_spectrum(k_fwd, k_rev, 16, 64), 16, 64)
+    with pytest.raises(ValueError, match="table_dtype"):
+        fc.fftconv_fwd(x, spec, 32, 32, precision="tf32", table_dtype=torch.bfloat16)

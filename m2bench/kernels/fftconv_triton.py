@@ -152,13 +152,16 @@ def transform_size(seqlen: int) -> tuple[int, int]:
 _TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
-def dft_tables(n1: int, n2: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(f1r, f1i, f2r, f2i, twr, twi), float32, cached per (N1, N2, device).
+def dft_tables(
+    n1: int, n2: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ...]:
+    """(f1r, f1i, f2r, f2i, twr, twi), cached per (N1, N2, device, dtype).
 
-    ``f1`` (N1, N1/2): ``w_N1^(k1 n1)`` for n1 < N1/2; ``f2`` (N2, N2): ``w_N2^(n2 k2)``;
-    ``tw`` (N1, N2): ``w_N^(k1 n2)``.
+    ``f1`` (N1, N1/2): ``w_N1^(k1 n1)`` for n1 < N1/2; ``f2`` (N2, N2): ``w_N2^(n2 k2)``, both in
+    ``dtype`` (they only feed matmuls: bf16 tables give the same products as float32 tables cast
+    to bf16 in the kernel); ``tw`` (N1, N2): ``w_N^(k1 n2)``, always float32.
     """
-    key = (n1, n2, str(device))
+    key = (n1, n2, str(device), dtype)
     if key not in _TABLES:
         n = n1 * n2
 
@@ -174,8 +177,8 @@ def dft_tables(n1: int, n2: int, device: torch.device) -> tuple[torch.Tensor, ..
             omega(k1[:, None] * q[None, :], n),
         )
         _TABLES[key] = tuple(
-            part.to(device=device, dtype=torch.float32).contiguous()
-            for m in mats
+            part.to(device=device, dtype=dtype if i < 2 else torch.float32).contiguous()
+            for i, m in enumerate(mats)
             for part in (m.real, m.imag)
         )
     return _TABLES[key]
@@ -255,18 +258,30 @@ def fftconv_fwd(
     out_dtype: torch.dtype | None = None,
     precision: str = "tf32",
     num_warps: int | None = None,
+    table_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Launch the kernel: x (B, C, L), spectrum from :func:`kernel_spectrum` -> (B, C, L).
 
-    Any strides: a (B, L, C) tensor viewed as (B, C, L) is read and written in place, so the
-    layers need no transpose copies (reads along L are then strided; neighbouring channels'
-    programs share the cache lines).
+    ``n1``, ``n2``, ``num_warps`` and ``table_dtype`` (of the DFT matrices; bf16 only with
+    ``precision="bf16"``, where it gives the same products) are tuning knobs; the public
+    functions use :func:`transform_size` and the defaults.
+
+    Any strides: a (B, L, C) tensor viewed as (B, C, L) is read and written in place (measured
+    2x slower than contiguous rows on an H200: one channel per program).
     """
+    pow2 = all(v & (v - 1) == 0 for v in (n1, n2))
+    if not (pow2 and n1 >= 32 and n2 >= 16 and n1 * n2 >= 2 * x.shape[-1]):
+        raise ValueError(
+            f"transform {n1} x {n2} is not usable for L = {x.shape[-1]}: powers of two with "
+            "N1 >= 32 and N2 >= 16 (16-wide matmul sides) and N1 * N2 >= 2L"
+        )
+    if table_dtype != torch.float32 and precision != "bf16":
+        raise ValueError("table_dtype other than float32 needs precision='bf16'")
     batch, channels, seqlen = x.shape
     if out is None:
         out = torch.empty(batch, channels, seqlen, device=x.device, dtype=out_dtype or x.dtype)
     g, a = (gate if gate is not None else x), (add if add is not None else x)
-    tables = dft_tables(n1, n2, x.device)
+    tables = dft_tables(n1, n2, x.device, table_dtype if x.device.type == "cuda" else torch.float32)
     # the interpreter computes every dot in float32 (its bf16 dot is wrong in triton 3.8)
     prec = precision if x.device.type == "cuda" else "ieee"
     grid = ((batch + 1) // 2, channels)

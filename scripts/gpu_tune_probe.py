@@ -1,0 +1,123 @@
+"""Tuning candidates for the M2-BERT-80M hot spots, timed in one GPU call (issue #4 next steps).
+
+Usage on the device: PYTHONPATH=$PWD python3 scripts/gpu_tune_probe.py
+At 65,536 tokens x 768 channels, bf16, CUDA-event medians (triton.testing.do_bench), each
+variant checked against the default's output before it is timed:
+
+- the Triton FFT convolution (gated, as the mixer calls it): transform shapes (N1, N2), warps,
+  float32 or bf16 DFT tables; and one-program transforms of N = 16,384 (L = 8192), which the
+  layers do not use yet (MAX_N = 8192);
+- the fused GLU and the block-diagonal kernel with single forced tile configs, including ones
+  outside the autotune lists (whole in-block K);
+- the short conv + gate kernel's tile sizes.
+
+Prints one table per kernel, fastest first. Nothing here changes a default: the winners are to be
+written into the kernels by hand, then measured again with scripts/gpu_kernels.sh.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from m2bench.kernels import blockdiag_triton as bd
+from m2bench.kernels import fftconv_triton as fc
+from m2bench.kernels import gating_triton as gt
+from m2bench.kernels import mlp_triton as mlp
+from m2bench.kernels import reference
+
+DEV = "cuda"
+
+
+def bench(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def report(title: str, rows: list[tuple[str, float, float]]) -> None:
+    print(f"\n{title}\n{'variant':48s} {'ms':>8s} {'rel err':>9s}")
+    for name, ms, err in sorted(rows, key=lambda r: r[1]):
+        print(f"{name:48s} {ms:8.3f} {err:9.1e}", flush=True)
+
+
+def try_variant(rows, name, fn, want) -> None:
+    try:
+        err = rel(fn(), want)
+        rows.append((name, bench(fn), err))
+    except Exception as exc:  # noqa: BLE001 - a probe: report and go on
+        print(f"{name:48s} failed: {str(exc).splitlines()[0][:90]}", flush=True)
+
+
+def fft_variants(seqlen: int, shapes: list[tuple[int, int]]) -> None:
+    batch, channels = 65536 // seqlen, 768
+    x = torch.randn(batch, channels, seqlen, device=DEV, dtype=torch.bfloat16)
+    gate, add = torch.randn_like(x), torch.randn_like(x)
+    k_fwd = torch.randn(channels, seqlen, device=DEV) * 0.05
+    k_rev = torch.randn(channels, seqlen, device=DEV) * 0.05
+    skip = torch.randn(channels, device=DEV)
+    want = reference.fft_conv(x.float(), k_fwd, k_rev, skip, gate.float(), add.float())
+    rows: list[tuple[str, float, float]] = []
+    for n1, n2 in shapes:
+        spec = fc.kernel_spectrum(k_fwd, k_rev, n1, n2)
+        for warps in (4, 8, 16):
+            for tdt in (torch.float32, torch.bfloat16):
+
+                def run(n1=n1, n2=n2, spec=spec, warps=warps, tdt=tdt):
+                    return fc.fftconv_fwd(x, spec, n1, n2, skip, gate, add, precision="bf16",
+                                          num_warps=warps, table_dtype=tdt)  # fmt: skip
+
+                name = f"L={seqlen} N1={n1} N2={n2} w{warps} tables {str(tdt)[6:]}"
+                try_variant(rows, name, run, want)
+    report(f"FFT convolution, L = {seqlen} (B = {batch}), gated, bf16 operands", rows)
+
+
+def mlp_variants() -> None:
+    m, d = 65536, 768
+    h = torch.randn(m, d, device=DEV, dtype=torch.bfloat16)
+    w_in = torch.randn(4, 1536, 192, device=DEV, dtype=torch.bfloat16) * 0.07
+    w = torch.randn(4, 768, 192, device=DEV, dtype=torch.bfloat16) * 0.07
+    cfgs = [*bd.CUDA_CONFIGS, bd.SMALL_CONFIG, bd._cfg(128, 128, 256, 8, 2),
+            bd._cfg(128, 256, 256, 8, 2), bd._cfg(64, 256, 256, 4, 2), bd._cfg(256, 128, 256, 8, 2),
+            bd._cfg(128, 128, 64, 4, 2), bd._cfg(128, 256, 64, 8, 4)]  # fmt: skip
+    want_bd = bd.blockdiag_matmul_fwd(h, w)
+    want_glu = mlp.blockdiag_glu_fwd(h, w_in)
+    bd_rows: list[tuple[str, float, float]] = []
+    glu_rows: list[tuple[str, float, float]] = []
+    for cfg in cfgs:
+        k = cfg.kwargs
+        name = f"M{k['BLOCK_M']} N{k['BLOCK_N']} K{k['BLOCK_K']} w{cfg.num_warps} s{cfg.num_stages}"
+        one = triton.autotune([cfg], key=bd._KEY)(bd._blockdiag_heur)
+        bd._blockdiag_cuda = one
+        try_variant(bd_rows, name, lambda: bd.blockdiag_matmul_fwd(h, w), want_bd)
+        mlp._glu_cuda = triton.autotune([cfg], key=mlp._KEY)(mlp._glu_heur)
+        try_variant(glu_rows, name, lambda: mlp.blockdiag_glu_fwd(h, w_in), want_glu)
+    copy_ms = bench(lambda: h.repeat(1, 5))  # reads 100 MB, writes 503 MB
+    print(f"\nreference: copy of 603 MB (read + write) {copy_ms:.3f} ms")
+    report("block-diagonal 768 -> 3072 (4 blocks), forced configs", bd_rows)
+    report("fused GLU 768 -> 2 x 3072 -> 3072, forced configs", glu_rows)
+
+
+def short_conv_variants() -> None:
+    z = torch.randn(16, 4096, 3 * 768, device=DEV, dtype=torch.bfloat16)
+    wt = torch.randn(3 * 768, 3, device=DEV) * 0.3
+    b = torch.randn(3 * 768, device=DEV)
+    want = gt.short_conv_gate_fwd(z, wt, b)[0]
+    rows: list[tuple[str, float, float]] = []
+    for bl, bdim in ((64, 32), (32, 64), (64, 64), (128, 32), (32, 128), (16, 128)):
+        gt._BLOCK_L, gt._BLOCK_D = bl, bdim
+        try_variant(rows, f"BLOCK_L {bl} BLOCK_D {bdim}",
+                    lambda: gt.short_conv_gate_fwd(z, wt, b)[0], want)  # fmt: skip
+    gt._BLOCK_L, gt._BLOCK_D = 64, 32
+    report("short conv + gate (16, 4096, 2304) bf16", rows)
+
+
+torch.manual_seed(0)
+fft_variants(4096, [(128, 64), (64, 128)])
+fft_variants(2048, [(64, 64), (128, 32), (32, 128)])
+fft_variants(512, [(32, 32), (64, 16)])
+fft_variants(8192, [(128, 128), (256, 64)])
+mlp_variants()
+short_conv_variants()
