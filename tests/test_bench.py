@@ -76,9 +76,10 @@ def test_a_baseline_that_cannot_be_built_is_an_error_row(store: Path, monkeypatc
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real(n, *a)
     )
-    res = CliRunner().invoke(main, ["bench", "--model", "bert_tiny", "--model", "bert_base_fa2",
-                                    "--seq-len", "32", "--mode", "fwd", "--tokens-per-batch", "64",
-                                    "--repeats", "1", "--out", "b.csv", "--no-progress"])  # fmt: skip
+    args = ["bench", "--model", "bert_tiny", "--model", "bert_base_fa2", "--seq-len", "32",
+            "--mode", "fwd", "--tokens-per-batch", "64", "--repeats", "1", "--out", "b.csv",
+            "--no-progress"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rows = {r["model"]: r for r in csv.DictReader(open(store / "b.csv"))}
     assert float(rows["bert_tiny"]["tokens_per_ms"]) > 0 and rows["bert_tiny"]["error"] == ""
