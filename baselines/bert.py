@@ -7,10 +7,10 @@ Understanding" (NAACL 2019, https://arxiv.org/abs/1810.04805). The model code is
 Matched against M2-BERT: ``bert_base`` has M2-BERT-80M's width and depth (d 768, 12 layers, FFN
 3072), as in the Monarch Mixer paper's GLUE comparison; ``bert_large`` is d 1024, 24 layers, 16
 heads, FFN 4096. Parameters are not matched (attention adds 4d^2 per layer).
-``bert_base_eager``, ``bert_base_sdpa`` and ``bert_base_fa2`` differ only in the attention implementation (explicit
-softmax, ``torch.nn.functional.scaled_dot_product_attention``, or the ``flash-attn`` package's
-FlashAttention-2 kernels, CUDA with half-precision activations only), for throughput
-comparisons. ``bert_base_fa2`` needs ``flash-attn`` installed; without it building the model
+``bert_base_eager``, ``bert_base_sdpa`` and ``bert_base_fa2`` differ only in the attention
+implementation (explicit softmax, ``torch.nn.functional.scaled_dot_product_attention``, or the
+``flash-attn`` package's FlashAttention-2 kernels, CUDA with half-precision activations only), for
+throughput comparisons. ``bert_base_fa2`` needs ``flash-attn`` installed; without it building the model
 raises a one-line :class:`~m2bench.errors.ConfigError` (``m2bench bench`` records it in the
 row's ``error`` column).
 
