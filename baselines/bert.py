@@ -10,9 +10,9 @@ heads, FFN 4096. Parameters are not matched (attention adds 4d^2 per layer).
 ``bert_base_eager``, ``bert_base_sdpa`` and ``bert_base_fa2`` differ only in the attention
 implementation (explicit softmax, ``torch.nn.functional.scaled_dot_product_attention``, or the
 ``flash-attn`` package's FlashAttention-2 kernels, CUDA with half-precision activations only), for
-throughput comparisons. ``bert_base_fa2`` needs ``flash-attn`` installed; without it building the model
-raises a one-line :class:`~m2bench.errors.ConfigError` (``m2bench bench`` records it in the
-row's ``error`` column).
+throughput comparisons. ``bert_base_fa2`` needs ``flash-attn`` installed; without it, building
+the model raises a one-line :class:`~m2bench.errors.ConfigError` (``m2bench bench`` records it in
+the row's ``error`` column).
 
 Tokenisation: the bert-base-uncased WordPiece files bundled with m2bench, through the same
 function as M2-BERT (``m2bench.tokenization.tokenize_wordpiece_pairs``): ``[CLS] a [SEP] b
