@@ -9,7 +9,9 @@ variant checked against the default's output before it is timed:
   layers do not use yet (MAX_N = 8192);
 - the fused GLU and the block-diagonal kernel with single forced tile configs, including ones
   outside the autotune lists (whole in-block K);
-- the short conv + gate kernel's tile sizes.
+- the short conv + gate kernel's tile sizes;
+- the three-pass long-sequence kernel (``LONG_FFT``) against cuFFT at 8K and 32K, and the whole
+  M2-BERT-80M forward with and without it.
 
 Prints one table per kernel, fastest first. Nothing here changes a default: the winners are to be
 written into the kernels by hand, then measured again with scripts/gpu_kernels.sh.
@@ -74,6 +76,58 @@ def fft_variants(seqlen: int, shapes: list[tuple[int, int]]) -> None:
     report(f"FFT convolution, L = {seqlen} (B = {batch}), gated, bf16 operands", rows)
 
 
+def long_variants(seqlen: int) -> None:
+    """The three-pass kernel (LONG_FFT) against cuFFT at L > 4096: transforms and chunks."""
+    from m2bench.kernels import fftconv_long_triton as lt
+    from m2bench.layers.long_conv import fft_conv as cufft_conv
+
+    batch, channels = 65536 // seqlen, 768
+    x = torch.randn(batch, channels, seqlen, device=DEV, dtype=torch.bfloat16)
+    gate, add = torch.randn_like(x), torch.randn_like(x)
+    k_fwd = torch.randn(channels, seqlen, device=DEV) * 0.05
+    k_rev = torch.randn(channels, seqlen, device=DEV) * 0.05
+    skip = torch.randn(channels, device=DEV)
+    want = reference.fft_conv(x.float(), k_fwd, k_rev, skip, gate.float(), add.float())
+    rows: list[tuple[str, float, float]] = []
+    try_variant(rows, "cuFFT path (fp32) + torch gating",
+                lambda: cufft_conv(x.float(), k_fwd, k_rev, skip) * gate + add, want)  # fmt: skip
+    n = max(16384, 2 * seqlen)
+    for p in (32, 64, 128):
+        m = n // p
+        m1 = 1 << -(-(m.bit_length() - 1) // 2)
+        spec = lt.long_spectrum(k_fwd, k_rev, p, m1, m // m1)
+        for chunk in (32, 64, 128):
+
+            def run(p=p, m1=m1, m2=m // m1, spec=spec, chunk=chunk):
+                return lt.long_fftconv_fwd(x, spec, p, m1, m2, skip, gate, add,
+                                           precision="bf16", chunk=chunk)  # fmt: skip
+
+            try_variant(rows, f"3-pass P={p} M1={m1} M2={m // m1} chunk {chunk}", run, want)
+    report(f"long FFT convolution, L = {seqlen} (B = {batch}), gated", rows)
+
+
+def model_long(seqlen: int) -> None:
+    """M2-BERT-80M forward, kernel=triton, with and without LONG_FFT (tokens/ms)."""
+    from m2bench.registry import create_model
+
+    model = create_model("m2_bert_80m", max_len=seqlen, kernel="triton").to(DEV).eval()
+    ids = torch.randint(1000, 29000, (65536 // seqlen, seqlen), device=DEV)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def step():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return model.hidden_states(batch)
+
+    for flag in (False, True):
+        fc.LONG_FFT = flag
+        try:
+            ms = bench(step)
+            print(f"m2_bert_80m triton L={seqlen} LONG_FFT={flag}: {65536 / ms:.1f} tokens/ms")
+        except Exception as exc:  # noqa: BLE001
+            print(f"m2_bert_80m triton L={seqlen} LONG_FFT={flag}: failed {str(exc)[:90]}")
+    fc.LONG_FFT = False
+
+
 def mlp_variants() -> None:
     m, d = 65536, 768
     h = torch.randn(m, d, device=DEV, dtype=torch.bfloat16)
@@ -121,3 +175,6 @@ fft_variants(512, [(32, 32), (64, 16)])
 fft_variants(8192, [(128, 128), (256, 64)])
 mlp_variants()
 short_conv_variants()
+for L in (8192, 32768):
+    long_variants(L)
+    model_long(L)

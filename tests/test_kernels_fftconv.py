@@ -248,3 +248,58 @@ def test_tuning_knobs_keep_the_result():
         fc.fftconv_fwd(x, fc.kernel_spectrum(k_fwd, k_rev, 16, 64), 16, 64)
     with pytest.raises(ValueError, match="table_dtype"):
         fc.fftconv_fwd(x, spec, 32, 32, precision="tf32", table_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "batch,channels,seqlen,bidirectional", [(3, 2, 300, True), (1, 1, 1000, False)]
+)
+def test_three_pass_kernel_equals_the_twin(batch, channels, seqlen, bidirectional):
+    """A small custom transform (N = 32 x 16 x 16) through the three launches, gated."""
+    from m2bench.kernels import fftconv_long_triton as lt
+
+    torch.manual_seed(seqlen)
+    x = torch.randn(batch, channels, seqlen, device=DEVICE)
+    k_fwd = torch.randn(channels, seqlen, device=DEVICE) * 0.1
+    k_rev = torch.randn(channels, seqlen, device=DEVICE) * 0.1 if bidirectional else None
+    skip, gate, add = torch.randn(channels, device=DEVICE), torch.randn_like(x), torch.randn_like(x)
+    spec = lt.long_spectrum(k_fwd, k_rev, 32, 16, 16)
+    got = lt.long_fftconv_fwd(x, spec, 32, 16, 16, skip, gate, add, chunk=32, precision=PREC)
+    want = reference.fft_conv(x.double(), k_fwd.double(),
+                              None if k_rev is None else k_rev.double(), skip.double(),
+                              gate.double(), add.double())  # fmt: skip
+    assert _rel(got, want) < 1e-5
+    with pytest.raises(ValueError, match="long transform"):
+        lt.long_fftconv_fwd(x, spec, 16, 16, 16)  # P < 32
+    assert lt.long_transform(8192) == (32, 32, 16) and lt.long_transform(32768) == (64, 32, 32)
+
+
+def test_long_sequences_through_the_three_pass_kernel_when_switched_on(monkeypatch):
+    from m2bench.layers import triton_coverage
+
+    torch.manual_seed(10)
+    seqlen = 4100  # beyond one program's 8,192 points
+    x = torch.randn(3, 1, seqlen, device=DEVICE, requires_grad=True)
+    k_fwd = (torch.randn(1, seqlen, device=DEVICE) * 0.05).requires_grad_()
+    k_rev = (torch.randn(1, seqlen, device=DEVICE) * 0.05).requires_grad_()
+    skip = torch.randn(1, device=DEVICE, requires_grad=True)
+    with pytest.raises(ValueError, match="L <= 4096"):
+        fc.fft_conv(x, k_fwd, k_rev, skip)
+    assert "cufft(L>4096)" in triton_coverage()
+    monkeypatch.setattr(fc, "LONG_FFT", True)
+    assert "triton_3pass(L>4096)" in triton_coverage()
+    assert fc.plan(seqlen) == ("long", 32, 32, 16)
+    leaves = (x, k_fwd, k_rev, skip)
+    y = fc.fft_conv(*leaves, precision=PREC)
+    dout = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, dout)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    want = reference.fft_conv(*ref_leaves)
+    ref_grads = torch.autograd.grad(want, ref_leaves, dout.double())
+    assert _rel(y, want) < 1e-5
+    for got, exp in zip(grads, ref_grads, strict=True):
+        assert _rel(got, exp) < 1e-5
+    layer = ImplicitLongConv(1, seqlen, order=4, kernel="triton").to(DEVICE)
+    ref = ImplicitLongConv(1, seqlen, order=4, kernel="torch").to(DEVICE)
+    ref.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert _rel(layer(x.detach()), ref(x.detach())) < 1e-5  # the kept-spectrum path

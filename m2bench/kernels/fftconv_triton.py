@@ -27,7 +27,9 @@ should not, because |t - s| < L), and the spectrum is computed by ``torch.fft`` 
 
 Limits: one program holds the whole N-point transform (N1 x N2 complex tiles in registers), so
 ``N <= MAX_N`` (8192: L <= 4096); longer sequences raise ``ValueError`` here and the layers fall
-back to the cuFFT path (:data:`m2bench.layers.TRITON_COVERAGE` says so). Precision: the matmuls use
+back to the cuFFT path, unless :data:`LONG_FFT` routes them to the three-pass kernel of
+:mod:`m2bench.kernels.fftconv_long_triton` (not yet timed on a GPU, so off by default;
+:func:`m2bench.layers.triton_coverage` says which path runs). Precision: the matmuls use
 ``precision`` (:func:`default_precision`: ``"bf16"`` operands for half inputs or under autocast,
 ``"tf32"`` for float32; ``"tf32x3"`` and ``"ieee"`` on request), with float32 accumulation and
 float32 elementwise math; under the interpreter every dot is float32.
@@ -52,6 +54,9 @@ except ImportError:  # pragma: no cover - the launcher raises a clear error inst
 
 #: the largest transform one program holds (L <= MAX_N / 2)
 MAX_N = 8192
+#: longer sequences through the three-pass kernel (:mod:`fftconv_long_triton`); off until that
+#: kernel has been timed on a GPU (``scripts/gpu_tune_probe.py`` switches it on)
+LONG_FFT = False
 MIN_N = 512
 PRECISIONS = ("tf32", "tf32x3", "ieee", "bf16")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -149,6 +154,41 @@ def transform_size(seqlen: int) -> tuple[int, int]:
     return n1, n // n1
 
 
+def plan(seqlen: int) -> tuple:
+    """How length ``seqlen`` is transformed: ``("one", N1, N2)`` (one program per row pair) or,
+    beyond MAX_N / 2 with :data:`LONG_FFT` on, ``("long", P, M1, M2)`` (three passes)."""
+    if 2 * seqlen <= MAX_N:
+        return ("one", *transform_size(seqlen))
+    if not LONG_FFT:
+        raise ValueError(
+            f"the Triton FFT convolution holds N <= {MAX_N} points (L <= {MAX_N // 2}), got "
+            f"L = {seqlen}; use kernel='torch' for longer sequences"
+        )
+    from m2bench.kernels.fftconv_long_triton import long_transform
+
+    return ("long", *long_transform(seqlen))
+
+
+def plan_spectrum(
+    how: tuple, k_fwd: torch.Tensor, k_rev: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' spectrum in the layout of plan ``how``."""
+    if how[0] == "one":
+        return kernel_spectrum(k_fwd, k_rev, *how[1:])
+    from m2bench.kernels.fftconv_long_triton import long_spectrum
+
+    return long_spectrum(k_fwd, k_rev, *how[1:])
+
+
+def plan_conv(how: tuple, x: torch.Tensor, spec, skip=None, gate=None, add=None, **kw):
+    """Run plan ``how`` (keywords as :func:`fftconv_fwd`: out, out_dtype, precision)."""
+    if how[0] == "one":
+        return fftconv_fwd(x, spec, *how[1:], skip, gate, add, **kw)
+    from m2bench.kernels.fftconv_long_triton import long_fftconv_fwd
+
+    return long_fftconv_fwd(x, spec, *how[1:], skip, gate, add, **kw)
+
+
 _TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
@@ -225,11 +265,7 @@ def _check(x: torch.Tensor, k_fwd: torch.Tensor, k_rev, skip, gate, add, precisi
     if x.ndim != 3:
         raise ValueError(f"x must be (B, C, L), got {tuple(x.shape)}")
     batch, channels, seqlen = x.shape
-    if 2 * seqlen > MAX_N:
-        raise ValueError(
-            f"the Triton FFT convolution holds N <= {MAX_N} points (L <= {MAX_N // 2}), got "
-            f"L = {seqlen}; use kernel='torch' for longer sequences"
-        )
+    plan(seqlen)  # raises beyond MAX_N / 2 unless LONG_FFT
     if x.dtype not in DTYPES:
         raise ValueError(f"x dtype {x.dtype} is not supported; use one of {DTYPES}")
     want = (channels, seqlen)
@@ -299,22 +335,22 @@ class FFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, k_fwd, k_rev, skip, precision):  # noqa: D102
-        n1, n2 = transform_size(x.shape[-1])
-        spec = kernel_spectrum(k_fwd, k_rev, n1, n2)
+        how = plan(x.shape[-1])
+        spec = plan_spectrum(how, k_fwd, k_rev)
         ctx.save_for_backward(x, skip, *spec)
-        ctx.meta = (n1, n2, precision, k_rev is not None, k_fwd.dtype)
-        return fftconv_fwd(x, spec, n1, n2, skip, precision=precision)
+        ctx.meta = (how, precision, k_rev is not None, k_fwd.dtype)
+        return plan_conv(how, x, spec, skip, precision=precision)
 
     @staticmethod
     def backward(ctx, dy):  # noqa: D102
         x, skip, sr, si = ctx.saved_tensors
-        n1, n2, precision, has_rev, k_dtype = ctx.meta
+        how, precision, has_rev, k_dtype = ctx.meta
         need_x, need_kf, need_kr, need_skip = ctx.needs_input_grad[:4]
         dx = dkf = dkr = dskip = None
-        if need_x:
-            dx = fftconv_fwd(dy, (sr, -si), n1, n2, skip, out_dtype=x.dtype, precision=precision)
+        if need_x:  # the adjoint: the conjugate spectrum
+            dx = plan_conv(how, dy, (sr, -si), skip, out_dtype=x.dtype, precision=precision)
         if need_kf or need_kr or need_skip:
-            seqlen, n = x.shape[-1], n1 * n2
+            seqlen, n = x.shape[-1], math.prod(how[1:])
             with torch.autocast(device_type=x.device.type, enabled=False):
                 work = torch.float64 if x.dtype == torch.float64 else torch.float32
                 xw, dyw = x.to(work), dy.to(work)
@@ -361,10 +397,10 @@ def fft_conv(
         t is not None and t.requires_grad for t in (x, k_fwd, k_rev, skip, gate, add)
     )
     if not grads:
-        n1, n2 = transform_size(x.shape[-1])
-        spec = kernel_spectrum(k_fwd, k_rev, n1, n2)
-        return fftconv_fwd(x, spec, n1, n2, skip, gate, add, out=out,
-                           out_dtype=out_dtype, precision=precision)  # fmt: skip
+        how = plan(x.shape[-1])
+        spec = plan_spectrum(how, k_fwd, k_rev)
+        return plan_conv(how, x, spec, skip, gate, add, out=out, out_dtype=out_dtype,
+                         precision=precision)  # fmt: skip
     y = FFTConv.apply(x, k_fwd, k_rev, skip, precision)
     if gate is not None:
         y = y * gate
@@ -384,7 +420,7 @@ def fft_conv_spectrum(
     out_dtype: torch.dtype | None = None,
     precision: str | None = None,
 ) -> torch.Tensor:
-    """:func:`fft_conv` from a precomputed :func:`kernel_spectrum` (inference: no gradients).
+    """:func:`fft_conv` from a precomputed :func:`plan_spectrum` (inference: no gradients).
 
     For layers that keep their kernels' spectrum between calls while the weights do not change.
 
@@ -394,12 +430,12 @@ def fft_conv_spectrum(
     """
     precision = precision or default_precision(x)
     _check(x, None, None, skip, gate, add, precision)
-    n1, n2 = transform_size(x.shape[-1])
-    want = (x.shape[1], n1, n2)
+    how = plan(x.shape[-1])
+    want = (x.shape[1], *how[1:])
     if len(spec) != 2 or any(tuple(t.shape) != want for t in spec):
-        raise ValueError(f"spectrum must be two {want} tensors (kernel_spectrum)")
+        raise ValueError(f"spectrum must be two {want} tensors (plan_spectrum)")
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, skip, gate, add)
     ):
         raise RuntimeError("fft_conv_spectrum has no backward; use fft_conv when training")
-    return fftconv_fwd(x, spec, n1, n2, skip, gate, add, out_dtype=out_dtype, precision=precision)
+    return plan_conv(how, x, spec, skip, gate, add, out_dtype=out_dtype, precision=precision)

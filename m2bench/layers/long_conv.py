@@ -239,22 +239,22 @@ class ImplicitLongConv(nn.Module):
         an in-place update: the key holds each parameter's storage pointer and version), so an
         optimizer step or ``load_state_dict`` is always seen. Only used without gradients.
         """
-        from m2bench.kernels.fftconv_triton import kernel_spectrum, transform_size
+        from m2bench.kernels.fftconv_triton import plan, plan_spectrum
 
         params = tuple(self.filter.parameters())
-        key = (seqlen, str(device), tuple((p.data_ptr(), p._version) for p in params))
+        how = plan(seqlen)
+        key = (how, str(device), tuple((p.data_ptr(), p._version) for p in params))
         if getattr(self, "_spec_key", None) != key:
-            n1, n2 = transform_size(seqlen)
-            self._spec = kernel_spectrum(*self.filter(seqlen), n1, n2)
+            self._spec = plan_spectrum(how, *self.filter(seqlen))
             self._spec_key = key
         return self._spec
 
 
 def uses_triton_fft(seqlen: int) -> bool:
     """Whether ``kernel="triton"`` convolves length ``seqlen`` with the Triton FFT kernel."""
-    from m2bench.kernels.fftconv_triton import MAX_N
+    from m2bench.kernels import fftconv_triton
 
-    return 2 * seqlen <= MAX_N
+    return 2 * seqlen <= fftconv_triton.MAX_N or fftconv_triton.LONG_FFT
 
 
 def hyena_param_groups(module: nn.Module, lr: float, *, pos_lr: float = 1e-5) -> list[dict]:

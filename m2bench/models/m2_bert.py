@@ -37,7 +37,7 @@ Deviations from the official code:
 - Parameter names differ from the official ones; ``m2bench.checkpoints`` maps them both ways.
 - ``kernel="torch"`` (default) is plain PyTorch; ``kernel="triton"`` runs m2bench's Triton kernels
   (block-diagonal MLP, fused gating around the FFT convolution; the FFT stays PyTorch), see
-  :data:`m2bench.layers.TRITON_COVERAGE`.
+  :func:`m2bench.layers.triton_coverage`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from m2bench.errors import ConfigError
-from m2bench.layers import TRITON_COVERAGE, check_kernel
+from m2bench.layers import check_kernel, triton_coverage
 from m2bench.layers.heads import ClassificationHead, MLMHead, Pooler
 from m2bench.layers.mixer import BlockdiagGLU, M2SequenceMixer
 from m2bench.registry import register_model
@@ -295,7 +295,7 @@ class M2BertForMaskedLM(nn.Module):
         return {
             "padding": self.config.padding,
             "kernel": self.config.kernel,
-            "kernel_impl": "torch" if self.config.kernel == "torch" else TRITON_COVERAGE,
+            "kernel_impl": "torch" if self.config.kernel == "torch" else triton_coverage(),
             "max_length": str(self.config.max_len),
             "truncation": "longest first, [SEP]s kept, padded to max_len (official GLUE)",
         }
@@ -378,7 +378,7 @@ class M2BertTextEncoder(nn.Module):
         return {
             "padding": self.config.padding,
             "kernel": self.config.kernel,
-            "kernel_impl": "torch" if self.config.kernel == "torch" else TRITON_COVERAGE,
+            "kernel_impl": "torch" if self.config.kernel == "torch" else triton_coverage(),
             "max_length": str(self.max_length),
             "truncation": "first max_len tokens, padded to max_len (official: a cut text loses "
             "[SEP])",

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2bench.errors import ConfigError
-from m2bench.layers import TRITON_COVERAGE, check_kernel
+from m2bench.layers import check_kernel, triton_coverage
 from m2bench.layers.long_conv import hyena_param_groups
 from m2bench.layers.mixer import M2SequenceMixer
 from m2bench.layers.monarch import BlockdiagLinear
@@ -290,7 +290,7 @@ class M2GPT(nn.Module):
         c = self.config
         return {
             "kernel": c.kernel,
-            "kernel_impl": "torch" if c.kernel == "torch" else TRITON_COVERAGE,
+            "kernel_impl": "torch" if c.kernel == "torch" else triton_coverage(),
             "mixer": "m2 causal",
             "max_length": str(c.max_len),
         }

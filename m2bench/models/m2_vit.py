@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2bench.errors import ConfigError, M2BenchError, WeightsUnavailable
-from m2bench.layers import TRITON_COVERAGE, check_kernel
+from m2bench.layers import check_kernel, triton_coverage
 from m2bench.layers.long_conv import HyenaFilter, hyena_param_groups
 from m2bench.layers.mixer import M2SequenceMixer
 from m2bench.layers.monarch import BlockdiagLinear
@@ -258,7 +258,7 @@ class M2ViT(nn.Module):
         c = self.config
         return {
             "kernel": c.kernel,
-            "kernel_impl": "torch" if c.kernel == "torch" else TRITON_COVERAGE,
+            "kernel_impl": "torch" if c.kernel == "torch" else triton_coverage(),
             "mixer": "m2 bidirectional" if c.bidirectional else "m2 causal",
         }
 

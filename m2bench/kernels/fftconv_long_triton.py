@@ -1,0 +1,260 @@
+"""Triton FFT long convolution for long sequences: three passes through a scratch buffer.
+
+The one-program kernel of :mod:`m2bench.kernels.fftconv_triton` holds a whole N-point transform in
+registers (N <= 8192). For longer rows, N = P * M is split once more (the same four-step FFT,
+FlashFFTConv's idea applied recursively: Fu et al. 2023, https://arxiv.org/abs/2311.05908):
+
+1. **outer forward** (one program per row pair, channel and chunk of MC columns): the P-point
+   DFT over the slow index n1 of ``x[n1 M + m]`` (only n1 < P/2 are non-zero), times the twiddles
+   ``w_N^(k1 m)``, written to a float32 complex scratch (pairs, C, P, M);
+2. **inner** (one program per row pair, channel and k1): the M-point DFT of scratch row k1 as the
+   in-register four-step (M = M1 * M2), times the kernel's spectrum
+   ``K[k1 + P (k1' + M1 k2')] / N``, the inverse M-point DFT, written back in place;
+3. **outer inverse** (as pass 1): conjugate twiddles, the inverse P-point DFT for the outputs
+   n1 < P/2 (the first L), plus ``skip * x``, ``* gate``, ``+ add``.
+
+Rows are paired as in the one-program kernel (row a real, row b imaginary). Work per row pair:
+``4 P N + 8 N (M1 + M2)`` real multiply-adds (P = 64, M = 1024: 768 N, against 1536 N for one
+program at 128 x 128), plus 32 bytes of scratch traffic per element.
+
+Status: correct against the twin on the CPU (interpreter); not yet timed on a GPU, so the layers
+use it only when :data:`m2bench.kernels.fftconv_triton.LONG_FFT` is switched on (the GPU tuning
+script does); by default sequences longer than 4096 take the cuFFT path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from m2bench.kernels.fftconv_triton import _mm, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    @triton.jit
+    def _outer_fwd_kernel(
+        x_ptr, fr_ptr, fi_ptr, twr_ptr, twi_ptr, sr_ptr, si_ptr, B, C, L, s_xb, s_xc, s_xl,
+        P: tl.constexpr, M: tl.constexpr, MC: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        HP: tl.constexpr = P // 2
+        pair, c, j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        b0 = 2 * pair
+        b1 = b0 + 1
+        rh = tl.arange(0, HP)
+        rp = tl.arange(0, P)
+        q = j * MC + tl.arange(0, MC)
+        n = rh[:, None] * M + q[None, :]
+        m0 = n < L
+        m1 = m0 & (b1 < B)
+        xn = x_ptr + c * s_xc + n.to(tl.int64) * s_xl
+        a = tl.load(xn + b0 * s_xb, mask=m0, other=0.0).to(tl.float32)
+        b = tl.load(xn + b1 * s_xb, mask=m1, other=0.0).to(tl.float32)
+        f = rp[:, None] * HP + rh[None, :]
+        fr = tl.load(fr_ptr + f)
+        fi = tl.load(fi_ptr + f)
+        br = _mm(fr, a, PREC) - _mm(fi, b, PREC)
+        bi = _mm(fr, b, PREC) + _mm(fi, a, PREC)
+        tw = rp[:, None] * M + q[None, :]
+        twr = tl.load(twr_ptr + tw)
+        twi = tl.load(twi_ptr + tw)
+        off = (pair * C + c).to(tl.int64) * (P * M) + tw
+        tl.store(sr_ptr + off, br * twr - bi * twi)
+        tl.store(si_ptr + off, br * twi + bi * twr)
+
+    @triton.jit
+    def _inner_kernel(
+        sr_ptr, si_ptr, kr_ptr, ki_ptr, f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, C,
+        P: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        pair, c, k1 = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        r1 = tl.arange(0, M1)
+        q = tl.arange(0, M2)
+        idx = r1[:, None] * M2 + q[None, :]
+        base = ((pair * C + c).to(tl.int64) * P + k1) * (M1 * M2)
+        ar = tl.load(sr_ptr + base + idx)
+        ai = tl.load(si_ptr + base + idx)
+        f1 = r1[:, None] * M1 + r1[None, :]
+        f1r = tl.load(f1r_ptr + f1)
+        f1i = tl.load(f1i_ptr + f1)
+        br = _mm(f1r, ar, PREC) - _mm(f1i, ai, PREC)
+        bi = _mm(f1r, ai, PREC) + _mm(f1i, ar, PREC)
+        twr = tl.load(twr_ptr + idx)
+        twi = tl.load(twi_ptr + idx)
+        cr = br * twr - bi * twi
+        ci = br * twi + bi * twr
+        f2 = q[:, None] * M2 + q[None, :]
+        f2r = tl.load(f2r_ptr + f2)
+        f2i = tl.load(f2i_ptr + f2)
+        dr = _mm(cr, f2r, PREC) - _mm(ci, f2i, PREC)
+        di = _mm(cr, f2i, PREC) + _mm(ci, f2r, PREC)
+        k_off = (c * P + k1).to(tl.int64) * (M1 * M2) + idx
+        kr = tl.load(kr_ptr + k_off)
+        ki = tl.load(ki_ptr + k_off)
+        er = dr * kr - di * ki
+        ei = dr * ki + di * kr
+        gr = _mm(er, f2r, PREC) + _mm(ei, f2i, PREC)
+        gi = _mm(ei, f2r, PREC) - _mm(er, f2i, PREC)
+        hr = gr * twr + gi * twi
+        hi = gi * twr - gr * twi
+        # conj(F_M1) is its own transpose's conjugate: rows of the symmetric table, conjugated
+        tl.store(sr_ptr + base + idx, _mm(f1r, hr, PREC) + _mm(f1i, hi, PREC))
+        tl.store(si_ptr + base + idx, _mm(f1r, hi, PREC) - _mm(f1i, hr, PREC))
+
+    @triton.jit
+    def _outer_inv_kernel(
+        sr_ptr, si_ptr, fr_ptr, fi_ptr, twr_ptr, twi_ptr, x_ptr, skip_ptr, gate_ptr, add_ptr,
+        out_ptr, B, C, L, s_xb, s_xc, s_xl, s_gb, s_gc, s_gl, s_ab, s_ac, s_al, s_ob, s_oc, s_ol,
+        P: tl.constexpr, M: tl.constexpr, MC: tl.constexpr, HAS_SKIP: tl.constexpr,
+        HAS_GATE: tl.constexpr, HAS_ADD: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        HP: tl.constexpr = P // 2
+        pair, c, j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        b0 = 2 * pair
+        b1 = b0 + 1
+        rh = tl.arange(0, HP)
+        rp = tl.arange(0, P)
+        q = j * MC + tl.arange(0, MC)
+        tw = rp[:, None] * M + q[None, :]
+        off = (pair * C + c).to(tl.int64) * (P * M) + tw
+        sr = tl.load(sr_ptr + off)
+        si = tl.load(si_ptr + off)
+        twr = tl.load(twr_ptr + tw)
+        twi = tl.load(twi_ptr + tw)
+        hr = sr * twr + si * twi
+        hi = si * twr - sr * twi
+        g = rh[:, None] + rp[None, :] * HP  # conj(F_P)[n1, k1] = conj(F_P[k1, n1]), n1 < P/2
+        gr = tl.load(fr_ptr + g)
+        gi = tl.load(fi_ptr + g)
+        yr = _mm(gr, hr, PREC) + _mm(gi, hi, PREC)
+        yi = _mm(gr, hi, PREC) - _mm(gi, hr, PREC)
+        n = rh[:, None] * M + q[None, :]
+        m0 = n < L
+        m1 = m0 & (b1 < B)
+        n64 = n.to(tl.int64)
+        if HAS_SKIP:
+            s = tl.load(skip_ptr + c).to(tl.float32)
+            xn = x_ptr + c * s_xc + n64 * s_xl
+            yr += s * tl.load(xn + b0 * s_xb, mask=m0, other=0.0).to(tl.float32)
+            yi += s * tl.load(xn + b1 * s_xb, mask=m1, other=0.0).to(tl.float32)
+        if HAS_GATE:
+            gn = gate_ptr + c * s_gc + n64 * s_gl
+            yr *= tl.load(gn + b0 * s_gb, mask=m0, other=0.0).to(tl.float32)
+            yi *= tl.load(gn + b1 * s_gb, mask=m1, other=0.0).to(tl.float32)
+        if HAS_ADD:
+            an = add_ptr + c * s_ac + n64 * s_al
+            yr += tl.load(an + b0 * s_ab, mask=m0, other=0.0).to(tl.float32)
+            yi += tl.load(an + b1 * s_ab, mask=m1, other=0.0).to(tl.float32)
+        out_t = out_ptr.dtype.element_ty
+        on = out_ptr + c * s_oc + n64 * s_ol
+        tl.store(on + b0 * s_ob, yr.to(out_t), mask=m0)
+        tl.store(on + b1 * s_ob, yi.to(out_t), mask=m1)
+
+
+def long_transform(seqlen: int) -> tuple[int, int, int]:
+    """(P, M1, M2) for ``seqlen``: N = P * M1 * M2 = the power of two >= 2L, at least 16,384.
+
+    P = 32 up to N = 16,384, else 64; M1 = 2^ceil(log2(M) / 2), M2 = M / M1 (both >= 16).
+    """
+    n = max(16384, 1 << max(0, 2 * seqlen - 1).bit_length())
+    p = 32 if n <= 16384 else 64
+    m = n // p
+    m1 = 1 << -(-(m.bit_length() - 1) // 2)
+    return p, m1, m // m1
+
+
+_TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def _omega(prod: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.polar(torch.ones_like(prod), -2 * math.pi * (prod % size) / size)
+
+
+def long_tables(p: int, m1: int, m2: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Float32 tables, cached: F_P (P, P/2), w_N^(k1 m) (P, M), F_M1 (M1, M1), F_M2 (M2, M2),
+    w_M^(k1' m2) (M1, M2); each as (re, im)."""
+    key = (p, m1, m2, str(device))
+    if key not in _TABLES:
+        m, n = m1 * m2, p * m1 * m2
+        kp = torch.arange(p, dtype=torch.float64)
+        a1 = torch.arange(m1, dtype=torch.float64)
+        a2 = torch.arange(m2, dtype=torch.float64)
+        mats = (
+            _omega(kp[:, None] * torch.arange(p // 2, dtype=torch.float64)[None, :], p),
+            _omega(kp[:, None] * torch.arange(m, dtype=torch.float64)[None, :], n),
+            _omega(a1[:, None] * a1[None, :], m1),
+            _omega(a2[:, None] * a2[None, :], m2),
+            _omega(a1[:, None] * a2[None, :], m),
+        )
+        _TABLES[key] = tuple(
+            part.to(device=device, dtype=torch.float32).contiguous()
+            for mat in mats
+            for part in (mat.real, mat.imag)
+        )
+    return _TABLES[key]
+
+
+def long_spectrum(
+    k_fwd: torch.Tensor, k_rev: torch.Tensor | None, p: int, m1: int, m2: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' N-point spectrum / N as (re, im), each (C, P, M1, M2):
+    ``out[c, k1, k1', k2'] = K[c, k1 + P (k1' + M1 k2')] / N`` (kernel layout as
+    :func:`~m2bench.kernels.fftconv_triton.kernel_spectrum`)."""
+    channels, seqlen = k_fwd.shape
+    n = p * m1 * m2
+    with torch.autocast(device_type=k_fwd.device.type, enabled=False):
+        k = torch.zeros(channels, n, device=k_fwd.device, dtype=torch.float32)
+        k[:, :seqlen] = k_fwd.float()
+        if k_rev is not None:
+            k[:, n - seqlen :] = k_rev.float().flip(-1)
+        spec = (torch.fft.fft(k, dim=-1) / n).view(channels, m2, m1, p).permute(0, 3, 2, 1)
+        return spec.real.contiguous(), spec.imag.contiguous()
+
+
+def long_fftconv_fwd(
+    x: torch.Tensor,
+    spec: tuple[torch.Tensor, torch.Tensor],
+    p: int,
+    m1: int,
+    m2: int,
+    skip: torch.Tensor | None = None,
+    gate: torch.Tensor | None = None,
+    add: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+    precision: str = "tf32",
+    chunk: int = 64,
+) -> torch.Tensor:
+    """The three launches: x (B, C, L) (any strides), spectrum from :func:`long_spectrum`."""
+    batch, channels, seqlen = x.shape
+    m = m1 * m2
+    ok = all(v & (v - 1) == 0 for v in (p, m1, m2, chunk))
+    if not (ok and p >= 32 and m1 >= 16 and m2 >= 16 and 16 <= chunk <= m and p * m >= 2 * seqlen):
+        raise ValueError(
+            f"long transform {p} x {m1} x {m2} (chunk {chunk}) is not usable for L = {seqlen}"
+        )
+    if out is None:
+        out = torch.empty(batch, channels, seqlen, device=x.device, dtype=out_dtype or x.dtype)
+    pairs = (batch + 1) // 2
+    scratch = torch.empty(2, pairs, channels, p, m, device=x.device, dtype=torch.float32)
+    fr, fi, twr, twi, f1r, f1i, f2r, f2i, tir, tii = long_tables(p, m1, m2, x.device)
+    prec = precision if x.device.type == "cuda" else "ieee"
+    outer = (pairs, channels, m // chunk)
+    _outer_fwd_kernel[outer](
+        x, fr, fi, twr, twi, scratch[0], scratch[1], batch, channels, seqlen, *x.stride(),
+        P=p, M=m, MC=chunk, PREC=prec,
+    )  # fmt: skip
+    _inner_kernel[(pairs, channels, p)](
+        scratch[0], scratch[1], spec[0], spec[1], f1r, f1i, f2r, f2i, tir, tii, channels,
+        P=p, M1=m1, M2=m2, PREC=prec,
+    )  # fmt: skip
+    g, a = (gate if gate is not None else x), (add if add is not None else x)
+    _outer_inv_kernel[outer](
+        scratch[0], scratch[1], fr, fi, twr, twi, x, skip if skip is not None else x, g, a, out,
+        batch, channels, seqlen, *x.stride(), *g.stride(), *a.stride(), *out.stride(),
+        P=p, M=m, MC=chunk, HAS_SKIP=skip is not None, HAS_GATE=gate is not None,
+        HAS_ADD=add is not None, PREC=prec,
+    )  # fmt: skip
+    return out
