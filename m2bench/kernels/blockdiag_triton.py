@@ -31,6 +31,13 @@ Backward: dx is the same kernel with the transposed weight; dw = dy_b.T @ x_b pe
 ``torch.bmm`` over strided views (a batched cuBLAS GEMM over M, no copies); dbias is
 ``dy.sum(0)`` in float32.
 
+Below :data:`AUTOTUNE_MIN_M` rows CUDA launches one fixed config (:data:`SMALL_CONFIG`): small
+products (tests, short batches) would otherwise compile every candidate.
+
+Measured on an H200 (65,536 tokens, bf16, autotuned): 768 -> 3072 in 0.281 ms, 43% of the
+measured copy bandwidth (the issue's target is 70%); 3072 -> 768 in 0.223 ms (55%); einsum
+0.654 ms (``results/README.md``).
+
 Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (the CI parity tests).
 """
 

@@ -25,8 +25,9 @@ pass: reads dout, y, x2, writes dy and dx2; dres is dout transposed, a view);
 :func:`short_conv_gate`'s is plain PyTorch (recomputes the twin in float32 and differentiates it;
 a Triton backward with dw/db reductions is future work). Twins: ``m2bench.kernels.reference``.
 
-Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (the CI parity tests). GPU speed has
-not been measured yet (``m2bench bench-kernels`` on a GPU is to say).
+Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (the CI parity tests). Measured on an
+H200 inside M2-BERT-80M (L = 4096, 65,536 tokens, bf16): short conv + gate 0.34 ms per call (1.8
+TB/s), transpose 0.050 ms (``results/README.md``).
 """
 
 from __future__ import annotations

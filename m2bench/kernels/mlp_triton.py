@@ -26,8 +26,9 @@ LayerNorm, each a full read and write. Two kernels fuse it down to the two GEMMs
   Backward: plain PyTorch, recomputing the twin in float32 and differentiating it.
 
 Needs ``nblocks`` even (the gate blocks are the first half). Runs on CUDA, and on the CPU under
-``TRITON_INTERPRET=1`` (the CI parity tests). Twins: ``m2bench.kernels.reference``. GPU speed
-has not been measured yet (the autotune configs are chosen for H100/H200, untested there).
+``TRITON_INTERPRET=1`` (the CI parity tests). Twins: ``m2bench.kernels.reference``. Measured on
+an H200 (65,536 tokens, bf16): the fused GLU 0.716 ms (unfused PyTorch: 2.389 ms), add +
+LayerNorm 0.078 ms (94% of copy bandwidth; PyTorch: 0.216 ms); ``results/README.md``.
 """
 
 from __future__ import annotations

@@ -17,11 +17,14 @@ fixture in ``tests/fixtures/m2_bert_oracle``.
 There is no norm or residual connection around the mixer; the input reaches the output only
 through ``residual_conv``.
 
-With ``kernel="triton"`` steps 2-3 run as one kernel on ``in_proj``'s (B, L, 3d) output and
-steps 4 (gate) to 5 plus the transpose for ``out_proj`` as another
-(:mod:`m2bench.kernels.gating_triton`); the FFT convolutions stay PyTorch, fed float32. A mask
-is applied by the torch ops around the kernels: masked rows of the ``in_proj`` output are zeroed
-before the short conv, and masked steps of ``v * x1`` after it, as the torch path does.
+With ``kernel="triton"`` steps 2-3 run as one kernel on ``in_proj``'s (B, L, 3d) output
+(:mod:`m2bench.kernels.gating_triton`); for L <= 4096 both long convolutions are the Triton FFT
+kernel (:mod:`m2bench.kernels.fftconv_triton`, the FFT as Monarch matmuls), the main one with the
+gate ``* x2`` and the residual convolution's sum fused, with tiled transposes between the
+(B, L, d) and (B, d, L) layouts; beyond 4096, the cuFFT convolutions with a gating kernel for
+steps 4-5 and the transpose back. A mask is applied by the torch ops around the kernels: masked
+rows of the ``in_proj`` output are zeroed before the short conv, and masked steps of ``v * x1``
+after it, as the torch path does.
 
 :class:`BlockdiagGLU`, input h (B, L, d) -> (B, L, d):
 ``LayerNorm(fc_out(GELU(g) * v) + h)`` where ``[g, v] = fc_in(h)`` (first I features gate, last I
@@ -62,8 +65,8 @@ class M2SequenceMixer(nn.Module):
         bidirectional: bidirectional (True) or causal long convolutions.
         residual_long_conv: add the long conv of the mixer input (official M2-BERT: True).
         short_conv_size: taps of the causal depthwise short conv.
-        kernel: ``"torch"``, or ``"triton"`` (fused short conv + gating around the FFT long
-            convolutions, which stay PyTorch).
+        kernel: ``"torch"``, or ``"triton"`` (fused short conv + gating and the Triton FFT long
+            convolutions up to L = 4096, cuFFT beyond).
     """
 
     def __init__(

@@ -36,8 +36,9 @@ Deviations from the official code:
   filter does.
 - Parameter names differ from the official ones; ``m2bench.checkpoints`` maps them both ways.
 - ``kernel="torch"`` (default) is plain PyTorch; ``kernel="triton"`` runs m2bench's Triton kernels
-  (block-diagonal MLP, fused gating around the FFT convolution; the FFT stays PyTorch), see
-  :func:`m2bench.layers.triton_coverage`.
+  (fused GLU MLP and add + LayerNorm, fused short conv + gating, the FFT convolution as Monarch
+  matmuls up to L = 4096 and cuFFT beyond), see :func:`m2bench.layers.triton_coverage`. Under
+  bf16 autocast its layer outputs stay bf16 (the torch path's LayerNorm returns float32).
 """
 
 from __future__ import annotations
