@@ -5,12 +5,7 @@
 # Call with carry [".gpu_carry"] (scripts/prepare_gpu_carry.sh), as
 # `M2BENCH_GIT_SHA=<commit> bash scripts/gpu_bench.sh` (the copy on the device has no .git).
 set -euo pipefail
-mkdir -p /tmp/m2kit
-python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site /tmp/m2kit/*.whl
-export PYTHONPATH=/tmp/site:$PWD MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db \
-  HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu PYTHONUNBUFFERED=1
+source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 csv=$OUT/bench_nvidia_h200.csv
 python3 cli.py bench --model m2_bert_80m --model bert_base_sdpa \

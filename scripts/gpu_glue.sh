@@ -4,16 +4,12 @@
 # Prepare with scripts/prepare_gpu_carry.sh; call with carry [".gpu_carry"], as
 # `M2BENCH_GIT_SHA=<commit> bash scripts/gpu_glue.sh` (the copy on the device has no .git).
 set -euo pipefail
-mkdir -p /tmp/m2kit /tmp/glue /tmp/minilm
-python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site /tmp/m2kit/*.whl
+mkdir -p /tmp/glue /tmp/minilm
+source scripts/gpu_env.sh
 cp -r .gpu_carry/minilm/. /tmp/minilm/
 python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('/tmp/minilm/model.safetensors.xz'), open('/tmp/minilm/model.safetensors', 'wb'))"
 rm /tmp/minilm/model.safetensors.xz
 tar -xzf .gpu_carry/glue.tgz -C /tmp/glue
-export PYTHONPATH=/tmp/site:$PWD MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db \
-  HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 cli.py run --task glue --data-dir /tmp/glue --model minilm_l6 --checkpoint /tmp/minilm \
   --out $OUT/runs --no-progress --batch-size 256 "$@" 2>&1 | tee $OUT/glue_minilm.log

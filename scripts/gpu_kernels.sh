@@ -8,12 +8,7 @@
 # Carry [".gpu_carry/kit_small.tar.xz"] (scripts/prepare_gpu_carry.sh); run as
 # `M2BENCH_GIT_SHA=<commit> M2BENCH_GIT_DIRTY=false bash scripts/gpu_kernels.sh`.
 set -uo pipefail
-mkdir -p /tmp/m2kit
-python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site /tmp/m2kit/*.whl
-export PYTHONPATH=/tmp/site:$PWD HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu \
-  PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db
+source scripts/gpu_env.sh
 mkdir -p $OUT/logs
 timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
   tests/test_kernels_mlp.py tests/test_kernels_fftconv.py tests/test_gpu.py \

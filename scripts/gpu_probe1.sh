@@ -3,12 +3,7 @@
 # timings (scripts/gpu_kernel_probe.py), and where M2-BERT-80M's forward time goes with
 # kernel=triton (scripts/gpu_profile_m2.py). Carry [".gpu_carry/kit_small.tar.xz"].
 set -euo pipefail
-mkdir -p /tmp/m2kit
-python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site /tmp/m2kit/*.whl
-export PYTHONPATH=/tmp/site:$PWD HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu \
-  PYTHONUNBUFFERED=1
+source scripts/gpu_env.sh
 mkdir -p $OUT/logs
 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_gpu.py \
   > $OUT/logs/gpu_kernel_tests.log 2>&1 || true

@@ -2,12 +2,7 @@
 # Issue #4: the Triton FFT convolution on the GPU (scripts/gpu_fftconv_probe.py), the CUDA
 # kernel tests, and M2-BERT-80M kernel=triton timings + profile. Carry [".gpu_carry/kit_small.tar.xz"].
 set -euo pipefail
-mkdir -p /tmp/m2kit
-python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site /tmp/m2kit/*.whl
-export PYTHONPATH=/tmp/site:$PWD HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu \
-  PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db
+source scripts/gpu_env.sh
 mkdir -p $OUT/logs
 python3 scripts/gpu_fftconv_probe.py 2>&1 | tee $OUT/logs/fftconv_probe.txt
 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_gpu.py \

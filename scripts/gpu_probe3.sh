@@ -3,12 +3,7 @@
 # error check, M2-BERT-80M kernel=triton vs BERT SDPA over L, and a profile at 4096.
 # Carry [".gpu_carry/kit_small.tar.xz"].
 set -uo pipefail
-mkdir -p /tmp/m2kit
-python3 -c "import tarfile; tarfile.open('.gpu_carry/kit_small.tar.xz').extractall('/tmp/m2kit', filter='data')"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site /tmp/m2kit/*.whl
-export PYTHONPATH=/tmp/site:$PWD HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu \
-  PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI=sqlite:///$OUT/mlflow.db
+source scripts/gpu_env.sh
 mkdir -p $OUT/logs
 timeout 120 python3 scripts/gpu_kernel_probe.py 2>&1 | tee $OUT/logs/probe.txt | head -20
 timeout 150 python3 scripts/gpu_model_check.py 2>&1 | tee $OUT/logs/model_check.txt | tail -4

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from m2bench.kernels.fftconv_triton import _mm, triton
+from m2bench.kernels.fftconv_triton import _epilogue, _mm, triton
 
 if triton is not None:
     import triton.language as tl
@@ -132,24 +132,14 @@ if triton is not None:
         n = rh[:, None] * M + q[None, :]
         m0 = n < L
         m1 = m0 & (b1 < B)
-        n64 = n.to(tl.int64)
+        a, b = yr, yi  # the rows of x, read only for the skip term
         if HAS_SKIP:
-            s = tl.load(skip_ptr + c).to(tl.float32)
-            xn = x_ptr + c * s_xc + n64 * s_xl
-            yr += s * tl.load(xn + b0 * s_xb, mask=m0, other=0.0).to(tl.float32)
-            yi += s * tl.load(xn + b1 * s_xb, mask=m1, other=0.0).to(tl.float32)
-        if HAS_GATE:
-            gn = gate_ptr + c * s_gc + n64 * s_gl
-            yr *= tl.load(gn + b0 * s_gb, mask=m0, other=0.0).to(tl.float32)
-            yi *= tl.load(gn + b1 * s_gb, mask=m1, other=0.0).to(tl.float32)
-        if HAS_ADD:
-            an = add_ptr + c * s_ac + n64 * s_al
-            yr += tl.load(an + b0 * s_ab, mask=m0, other=0.0).to(tl.float32)
-            yi += tl.load(an + b1 * s_ab, mask=m1, other=0.0).to(tl.float32)
-        out_t = out_ptr.dtype.element_ty
-        on = out_ptr + c * s_oc + n64 * s_ol
-        tl.store(on + b0 * s_ob, yr.to(out_t), mask=m0)
-        tl.store(on + b1 * s_ob, yi.to(out_t), mask=m1)
+            xn = x_ptr + c * s_xc + n.to(tl.int64) * s_xl
+            a = tl.load(xn + b0 * s_xb, mask=m0, other=0.0).to(tl.float32)
+            b = tl.load(xn + b1 * s_xb, mask=m1, other=0.0).to(tl.float32)
+        _epilogue(yr, yi, a, b, c, n, m0, m1, b0, b1, skip_ptr, gate_ptr, add_ptr, out_ptr,
+                  s_gb, s_gc, s_gl, s_ab, s_ac, s_al, s_ob, s_oc, s_ol,
+                  HAS_SKIP, HAS_GATE, HAS_ADD)  # fmt: skip
 
 
 def long_transform(seqlen: int) -> tuple[int, int, int]:

@@ -126,6 +126,18 @@ if triton is not None:
         g1i = tl.load(f1i_ptr + g1)
         yr = _mm(g1r, hr, PREC) + _mm(g1i, hi, PREC)
         yi = _mm(g1r, hi, PREC) - _mm(g1i, hr, PREC)
+        _epilogue(yr, yi, a, b, c, n, m0, m1, b0, b1, skip_ptr, gate_ptr, add_ptr, out_ptr,
+                  s_gb, s_gc, s_gl, s_ab, s_ac, s_al, s_ob, s_oc, s_ol,
+                  HAS_SKIP, HAS_GATE, HAS_ADD)  # fmt: skip
+
+    @triton.jit
+    def _epilogue(
+        yr, yi, a, b, c, n, m0, m1, b0, b1, skip_ptr, gate_ptr, add_ptr, out_ptr,
+        s_gb, s_gc, s_gl, s_ab, s_ac, s_al, s_ob, s_oc, s_ol,
+        HAS_SKIP: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ADD: tl.constexpr,
+    ):  # fmt: skip
+        """``(y + skip * x) * gate + add`` for rows b0 (real part) and b1 (imaginary part),
+        stored at positions ``n`` with masks m0 and m1; a and b are the rows of x."""
         if HAS_SKIP:
             s = tl.load(skip_ptr + c).to(tl.float32)
             yr += s * a

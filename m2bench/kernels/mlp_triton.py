@@ -53,11 +53,7 @@ except ImportError:  # pragma: no cover - the launcher raises a clear error inst
 
 
 if triton is not None:
-
-    def _cfg(bm: int, bn: int, bk: int, warps: int, stages: int) -> triton.Config:
-        return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages
-        )
+    from m2bench.kernels.blockdiag_triton import SMALL_CONFIG, _cfg
 
     #: autotune candidates on CUDA; two (BLOCK_M, BLOCK_N) float32 accumulators per program
     CUDA_CONFIGS = [
@@ -71,8 +67,6 @@ if triton is not None:
     ]
     #: the one config used under TRITON_INTERPRET=1
     INTERPRET_CONFIG = _cfg(32, 32, 16, 4, 1)
-    #: the one config used on CUDA below blockdiag_triton.AUTOTUNE_MIN_M rows
-    SMALL_CONFIG = _cfg(64, 64, 32, 4, 3)
     _KEY = ["M_BUCKET", "IN_BLOCK", "OUT_BLOCK"]
     _BWD_BLOCK_M, _BWD_BLOCK_N = 32, 128  # the elementwise GLU backward
     _HEURISTICS = {"EVEN_K": lambda args: args["IN_BLOCK"] % args["BLOCK_K"] == 0}

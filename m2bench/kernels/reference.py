@@ -94,16 +94,11 @@ def fft_conv(
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """``(conv(x) + skip * x) * gate + add``; shapes in the module docstring."""
-    seqlen, n = x.shape[-1], 2 * x.shape[-1]
+    from m2bench.layers.long_conv import fft_conv as conv  # the PyTorch layers' convolution
+
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
-        k = k_fwd.to(work)
-        if k_rev is not None:
-            k = torch.cat([k, k_rev.to(work).flip(-1)], dim=-1)
-        xw = x.to(work)
-        y = torch.fft.irfft(torch.fft.rfft(xw, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :seqlen]
-        if skip is not None:
-            y = y + xw * skip.to(work)[:, None]
+        y = conv(x.to(work), k_fwd, k_rev, skip)  # float32 math (float64 for float64 x)
         if gate is not None:
             y = y * gate.to(work)
         if add is not None:
