@@ -15,9 +15,15 @@ variant checked against the default's output before it is timed:
 
 Prints one table per kernel, fastest first. Nothing here changes a default: the winners are to be
 written into the kernels by hand, then measured again with scripts/gpu_kernels.sh.
+
+``M2BENCH_PROBE_SMOKE=1 TRITON_INTERPRET=1`` runs every code path on the CPU at toy sizes (wall
+times meaningless), so a mistake here costs no device time.
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import torch
 import triton
@@ -28,10 +34,16 @@ from m2bench.kernels import gating_triton as gt
 from m2bench.kernels import mlp_triton as mlp
 from m2bench.kernels import reference
 
-DEV = "cuda"
+SMOKE = os.environ.get("M2BENCH_PROBE_SMOKE") == "1"
+DEV = "cpu" if SMOKE else "cuda"
+TOKENS, WIDTH, ROWS = (4096, 2, 128) if SMOKE else (65536, 768, 65536)
 
 
 def bench(fn) -> float:
+    if SMOKE:
+        start = time.perf_counter()
+        fn()
+        return 1e3 * (time.perf_counter() - start)
     return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
 
 
@@ -54,7 +66,7 @@ def try_variant(rows, name, fn, want) -> None:
 
 
 def fft_variants(seqlen: int, shapes: list[tuple[int, int]]) -> None:
-    batch, channels = 65536 // seqlen, 768
+    batch, channels = max(1, TOKENS // seqlen), WIDTH
     x = torch.randn(batch, channels, seqlen, device=DEV, dtype=torch.bfloat16)
     gate, add = torch.randn_like(x), torch.randn_like(x)
     k_fwd = torch.randn(channels, seqlen, device=DEV) * 0.05
@@ -81,7 +93,7 @@ def long_variants(seqlen: int) -> None:
     from m2bench.kernels import fftconv_long_triton as lt
     from m2bench.layers.long_conv import fft_conv as cufft_conv
 
-    batch, channels = 65536 // seqlen, 768
+    batch, channels = max(1, TOKENS // seqlen), WIDTH
     x = torch.randn(batch, channels, seqlen, device=DEV, dtype=torch.bfloat16)
     gate, add = torch.randn_like(x), torch.randn_like(x)
     k_fwd = torch.randn(channels, seqlen, device=DEV) * 0.05
@@ -95,6 +107,8 @@ def long_variants(seqlen: int) -> None:
     for p in (32, 64, 128):
         m = n // p
         m1 = 1 << -(-(m.bit_length() - 1) // 2)
+        if m // m1 < 16:  # 16-wide matmul sides
+            continue
         spec = lt.long_spectrum(k_fwd, k_rev, p, m1, m // m1)
         for chunk in (32, 64, 128):
 
@@ -129,25 +143,28 @@ def model_long(seqlen: int) -> None:
 
 
 def mlp_variants() -> None:
-    m, d = 65536, 768
+    m, d = ROWS, 768
     h = torch.randn(m, d, device=DEV, dtype=torch.bfloat16)
     w_in = torch.randn(4, 1536, 192, device=DEV, dtype=torch.bfloat16) * 0.07
     w = torch.randn(4, 768, 192, device=DEV, dtype=torch.bfloat16) * 0.07
     cfgs = [*bd.CUDA_CONFIGS, bd.SMALL_CONFIG, bd._cfg(128, 128, 256, 8, 2),
             bd._cfg(128, 256, 256, 8, 2), bd._cfg(64, 256, 256, 4, 2), bd._cfg(256, 128, 256, 8, 2),
             bd._cfg(128, 128, 64, 4, 2), bd._cfg(128, 256, 64, 8, 4)]  # fmt: skip
-    want_bd = bd.blockdiag_matmul_fwd(h, w)
-    want_glu = mlp.blockdiag_glu_fwd(h, w_in)
+    want_bd = reference.blockdiag_matmul(h.float(), w.float())
+    want_glu = reference.blockdiag_glu(h.float(), w_in.float())
+    saved = (bd._blockdiag_cuda, mlp._glu_cuda, bd._blockdiag_interp, mlp._glu_interp)
     bd_rows: list[tuple[str, float, float]] = []
     glu_rows: list[tuple[str, float, float]] = []
     for cfg in cfgs:
         k = cfg.kwargs
         name = f"M{k['BLOCK_M']} N{k['BLOCK_N']} K{k['BLOCK_K']} w{cfg.num_warps} s{cfg.num_stages}"
-        one = triton.autotune([cfg], key=bd._KEY)(bd._blockdiag_heur)
-        bd._blockdiag_cuda = one
+        bd._blockdiag_cuda = bd._blockdiag_interp = triton.autotune([cfg], key=bd._KEY)(
+            bd._blockdiag_heur
+        )
+        mlp._glu_cuda = mlp._glu_interp = triton.autotune([cfg], key=mlp._KEY)(mlp._glu_heur)
         try_variant(bd_rows, name, lambda: bd.blockdiag_matmul_fwd(h, w), want_bd)
-        mlp._glu_cuda = triton.autotune([cfg], key=mlp._KEY)(mlp._glu_heur)
         try_variant(glu_rows, name, lambda: mlp.blockdiag_glu_fwd(h, w_in), want_glu)
+    bd._blockdiag_cuda, mlp._glu_cuda, bd._blockdiag_interp, mlp._glu_interp = saved
     copy_ms = bench(lambda: h.repeat(1, 5))  # reads 100 MB, writes 503 MB
     print(f"\nreference: copy of 603 MB (read + write) {copy_ms:.3f} ms")
     report("block-diagonal 768 -> 3072 (4 blocks), forced configs", bd_rows)
@@ -155,9 +172,9 @@ def mlp_variants() -> None:
 
 
 def short_conv_variants() -> None:
-    z = torch.randn(16, 4096, 3 * 768, device=DEV, dtype=torch.bfloat16)
-    wt = torch.randn(3 * 768, 3, device=DEV) * 0.3
-    b = torch.randn(3 * 768, device=DEV)
+    z = torch.randn(max(1, TOKENS // 4096), 4096, 3 * WIDTH, device=DEV, dtype=torch.bfloat16)
+    wt = torch.randn(3 * WIDTH, 3, device=DEV) * 0.3
+    b = torch.randn(3 * WIDTH, device=DEV)
     want = gt.short_conv_gate_fwd(z, wt, b)[0]
     rows: list[tuple[str, float, float]] = []
     for bl, bdim in ((64, 32), (32, 64), (64, 64), (128, 32), (32, 128), (16, 128)):
@@ -177,4 +194,5 @@ mlp_variants()
 short_conv_variants()
 for L in (8192, 32768):
     long_variants(L)
-    model_long(L)
+    if not SMOKE:  # the 80M model at these lengths is too slow for the interpreter
+        model_long(L)
