@@ -24,11 +24,9 @@ script does); by default sequences longer than 4096 take the cuFFT path.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from m2bench.kernels.fftconv_triton import _epilogue, _mm, triton
+from m2bench.kernels.fftconv_triton import _epilogue, _mm, full_spectrum, omega, triton
 
 if triton is not None:
     import triton.language as tl
@@ -157,10 +155,6 @@ def long_transform(seqlen: int) -> tuple[int, int, int]:
 _TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
-def _omega(prod: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.polar(torch.ones_like(prod), -2 * math.pi * (prod % size) / size)
-
-
 def long_tables(p: int, m1: int, m2: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Float32 tables, cached: F_P (P, P/2), w_N^(k1 m) (P, M), F_M1 (M1, M1), F_M2 (M2, M2),
     w_M^(k1' m2) (M1, M2); each as (re, im)."""
@@ -171,11 +165,11 @@ def long_tables(p: int, m1: int, m2: int, device: torch.device) -> tuple[torch.T
         a1 = torch.arange(m1, dtype=torch.float64)
         a2 = torch.arange(m2, dtype=torch.float64)
         mats = (
-            _omega(kp[:, None] * torch.arange(p // 2, dtype=torch.float64)[None, :], p),
-            _omega(kp[:, None] * torch.arange(m, dtype=torch.float64)[None, :], n),
-            _omega(a1[:, None] * a1[None, :], m1),
-            _omega(a2[:, None] * a2[None, :], m2),
-            _omega(a1[:, None] * a2[None, :], m),
+            omega(kp[:, None] * torch.arange(p // 2, dtype=torch.float64)[None, :], p),
+            omega(kp[:, None] * torch.arange(m, dtype=torch.float64)[None, :], n),
+            omega(a1[:, None] * a1[None, :], m1),
+            omega(a2[:, None] * a2[None, :], m2),
+            omega(a1[:, None] * a2[None, :], m),
         )
         _TABLES[key] = tuple(
             part.to(device=device, dtype=torch.float32).contiguous()
@@ -190,16 +184,10 @@ def long_spectrum(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernels' N-point spectrum / N as (re, im), each (C, P, M1, M2):
     ``out[c, k1, k1', k2'] = K[c, k1 + P (k1' + M1 k2')] / N`` (kernel layout as
-    :func:`~m2bench.kernels.fftconv_triton.kernel_spectrum`)."""
-    channels, seqlen = k_fwd.shape
-    n = p * m1 * m2
-    with torch.autocast(device_type=k_fwd.device.type, enabled=False):
-        k = torch.zeros(channels, n, device=k_fwd.device, dtype=torch.float32)
-        k[:, :seqlen] = k_fwd.float()
-        if k_rev is not None:
-            k[:, n - seqlen :] = k_rev.float().flip(-1)
-        spec = (torch.fft.fft(k, dim=-1) / n).view(channels, m2, m1, p).permute(0, 3, 2, 1)
-        return spec.real.contiguous(), spec.imag.contiguous()
+    :func:`~m2bench.kernels.fftconv_triton.full_spectrum`)."""
+    spec = full_spectrum(k_fwd, k_rev, p * m1 * m2)
+    spec = spec.view(k_fwd.shape[0], m2, m1, p).permute(0, 3, 2, 1)
+    return spec.real.contiguous(), spec.imag.contiguous()
 
 
 def long_fftconv_fwd(

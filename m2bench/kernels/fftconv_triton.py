@@ -166,12 +166,17 @@ def transform_size(seqlen: int) -> tuple[int, int]:
     return n1, n // n1
 
 
+def supported(seqlen: int) -> bool:
+    """Whether the Triton FFT convolution takes length ``seqlen`` (one program, or LONG_FFT)."""
+    return 2 * seqlen <= MAX_N or LONG_FFT
+
+
 def plan(seqlen: int) -> tuple:
     """How length ``seqlen`` is transformed: ``("one", N1, N2)`` (one program per row pair) or,
     beyond MAX_N / 2 with :data:`LONG_FFT` on, ``("long", P, M1, M2)`` (three passes)."""
     if 2 * seqlen <= MAX_N:
         return ("one", *transform_size(seqlen))
-    if not LONG_FFT:
+    if not supported(seqlen):
         raise ValueError(
             f"the Triton FFT convolution holds N <= {MAX_N} points (L <= {MAX_N // 2}), got "
             f"L = {seqlen}; use kernel='torch' for longer sequences"
@@ -204,6 +209,11 @@ def plan_conv(how: tuple, x: torch.Tensor, spec, skip=None, gate=None, add=None,
 _TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
+def omega(prod: torch.Tensor, size: int) -> torch.Tensor:
+    """``exp(-2 pi i prod / size)`` for float64 integer-valued ``prod`` (complex128)."""
+    return torch.polar(torch.ones_like(prod), -2 * math.pi * (prod % size) / size)
+
+
 def dft_tables(
     n1: int, n2: int, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, ...]:
@@ -216,10 +226,6 @@ def dft_tables(
     key = (n1, n2, str(device), dtype)
     if key not in _TABLES:
         n = n1 * n2
-
-        def omega(prod: torch.Tensor, size: int) -> torch.Tensor:
-            return torch.polar(torch.ones_like(prod), -2 * math.pi * (prod % size) / size)
-
         k1 = torch.arange(n1, dtype=torch.float64)
         h = torch.arange(n1 // 2, dtype=torch.float64)
         q = torch.arange(n2, dtype=torch.float64)
@@ -236,25 +242,26 @@ def dft_tables(
     return _TABLES[key]
 
 
-def kernel_spectrum(
-    k_fwd: torch.Tensor, k_rev: torch.Tensor | None, n1: int, n2: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernels' N-point spectrum / N in the program's layout: (re, im), each (C, N1, N2).
-
-    The length-N kernel is ``[k_fwd, 0 ..., reversed k_rev]`` (causal: ``[k_fwd, 0 ...]``) and
-    ``out[c, k1, k2] = K[c, k1 + N1 k2] / N``. Float32 (float64 for float64 kernels).
-    """
+def full_spectrum(k_fwd: torch.Tensor, k_rev: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The N-point spectrum / N (C, N) of the kernels laid out as ``[k_fwd, 0 ..., reversed
+    k_rev]`` (causal: ``[k_fwd, 0 ...]``). Complex64 (complex128 for float64 kernels)."""
     channels, seqlen = k_fwd.shape
-    n = n1 * n2
     work = torch.float64 if k_fwd.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=k_fwd.device.type, enabled=False):
         k = torch.zeros(channels, n, device=k_fwd.device, dtype=work)
         k[:, :seqlen] = k_fwd.to(work)
         if k_rev is not None:
             k[:, n - seqlen :] = k_rev.to(work).flip(-1)
-        spec = torch.fft.fft(k, dim=-1) / n
-        spec = spec.view(channels, n2, n1).transpose(1, 2)
-        return spec.real.contiguous(), spec.imag.contiguous()
+        return torch.fft.fft(k, dim=-1) / n
+
+
+def kernel_spectrum(
+    k_fwd: torch.Tensor, k_rev: torch.Tensor | None, n1: int, n2: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`full_spectrum` in the program's layout: (re, im), each (C, N1, N2), with
+    ``out[c, k1, k2] = K[c, k1 + N1 k2] / N``."""
+    spec = full_spectrum(k_fwd, k_rev, n1 * n2).view(k_fwd.shape[0], n2, n1).transpose(1, 2)
+    return spec.real.contiguous(), spec.imag.contiguous()
 
 
 def default_precision(x: torch.Tensor) -> str:
@@ -413,13 +420,10 @@ def fft_conv(
         spec = plan_spectrum(how, k_fwd, k_rev)
         return plan_conv(how, x, spec, skip, gate, add, out=out, out_dtype=out_dtype,
                          precision=precision)  # fmt: skip
+    from m2bench.layers.long_conv import gate_add
+
     y = FFTConv.apply(x, k_fwd, k_rev, skip, precision)
-    if gate is not None:
-        y = y * gate
-    if add is not None:
-        y = y + add
-    y = y.to(out_dtype or x.dtype)
-    return y if out is None else out.copy_(y)
+    return gate_add(y, gate, add, out_dtype or x.dtype, out)
 
 
 def fft_conv_spectrum(

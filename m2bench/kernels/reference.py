@@ -95,16 +95,13 @@ def fft_conv(
 ) -> torch.Tensor:
     """``(conv(x) + skip * x) * gate + add``; shapes in the module docstring."""
     from m2bench.layers.long_conv import fft_conv as conv  # the PyTorch layers' convolution
+    from m2bench.layers.long_conv import gate_add
 
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
         y = conv(x.to(work), k_fwd, k_rev, skip)  # float32 math (float64 for float64 x)
-        if gate is not None:
-            y = y * gate.to(work)
-        if add is not None:
-            y = y + add.to(work)
-        y = y.to(out_dtype or x.dtype)
-        return y if out is None else out.copy_(y)
+        gate, add = (None if t is None else t.to(work) for t in (gate, add))
+        return gate_add(y, gate, add, out_dtype or x.dtype, out)
 
 
 def blockdiag_glu(h: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,23 @@ def fft_conv(
     return y.to(x.dtype)
 
 
+def gate_add(
+    y: torch.Tensor,
+    gate: torch.Tensor | None,
+    add: torch.Tensor | None,
+    dtype: torch.dtype,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(y * gate + add)`` (either optional) cast to ``dtype``, copied into ``out`` if given: the
+    epilogue of every PyTorch path of the gated convolution (layer, twin, autograd path)."""
+    if gate is not None:
+        y = y * gate
+    if add is not None:
+        y = y + add
+    y = y.to(dtype)
+    return y if out is None else out.copy_(y)
+
+
 def hyena_positional_features(max_len: int, emb_dim: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """Initial positional features of the implicit filter.
 
@@ -198,6 +215,8 @@ class ImplicitLongConv(nn.Module):
         self.kernel = check_kernel(kernel)
         self.filter = HyenaFilter(channels, max_len, **filter_kwargs)
         self.skip = nn.Parameter(torch.randn(channels))
+        self._spec_key: tuple | None = None  # kept spectrum for the Triton path (_spectrum)
+        self._spec: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(
         self,
@@ -205,32 +224,26 @@ class ImplicitLongConv(nn.Module):
         gate: torch.Tensor | None = None,
         add: torch.Tensor | None = None,
         *,
-        out: torch.Tensor | None = None,
         out_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Convolve ``x`` (B, C, L): ``(conv(x) + D x) * gate + add``, gate/add optional.
+        """Convolve ``x`` (B, C, L): ``(conv(x) + D x) * gate + add``, gate/add optional, in
+        ``out_dtype`` (default x's).
 
-        With ``kernel="triton"`` and L <= :data:`~m2bench.kernels.fftconv_triton.MAX_N` / 2 this
-        is the Triton FFT convolution (gating fused, any strides, written into ``out`` if given);
-        without gradients its kernels' spectrum is kept between calls (:meth:`_spectrum`), so
-        inference does not re-evaluate the filter MLPs; otherwise the cuFFT path.
+        With ``kernel="triton"`` and a length the Triton FFT convolution takes
+        (:func:`uses_triton_fft`) this is that kernel, gating fused; without gradients its
+        kernels' spectrum is kept between calls (:meth:`_spectrum`), so inference does not
+        re-evaluate the filter MLPs. Otherwise the cuFFT path.
         """
         if self.kernel == "triton" and uses_triton_fft(x.shape[-1]):
             from m2bench.kernels import fftconv_triton as fc
 
-            if out is None and not torch.is_grad_enabled():
+            if not torch.is_grad_enabled():
                 spec = self._spectrum(x.shape[-1], x.device)
                 return fc.fft_conv_spectrum(x, spec, self.skip, gate, add, out_dtype=out_dtype)
             k_fwd, k_rev = self.filter(x.shape[-1])
-            return fc.fft_conv(x, k_fwd, k_rev, self.skip, gate, add, out=out, out_dtype=out_dtype)
+            return fc.fft_conv(x, k_fwd, k_rev, self.skip, gate, add, out_dtype=out_dtype)
         k_fwd, k_rev = self.filter(x.shape[-1])
-        y = fft_conv(x, k_fwd, k_rev, self.skip)
-        if gate is not None:
-            y = y * gate
-        if add is not None:
-            y = y + add
-        y = y.to(out_dtype or y.dtype)
-        return y if out is None else out.copy_(y)
+        return gate_add(fft_conv(x, k_fwd, k_rev, self.skip), gate, add, out_dtype or x.dtype)
 
     def _spectrum(self, seqlen: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The Triton kernel's spectrum of this layer's kernels at ``seqlen``, kept between calls.
@@ -244,7 +257,7 @@ class ImplicitLongConv(nn.Module):
         params = tuple(self.filter.parameters())
         how = plan(seqlen)
         key = (how, str(device), tuple((p.data_ptr(), p._version) for p in params))
-        if getattr(self, "_spec_key", None) != key:
+        if self._spec_key != key:
             self._spec = plan_spectrum(how, *self.filter(seqlen))
             self._spec_key = key
         return self._spec
@@ -252,9 +265,9 @@ class ImplicitLongConv(nn.Module):
 
 def uses_triton_fft(seqlen: int) -> bool:
     """Whether ``kernel="triton"`` convolves length ``seqlen`` with the Triton FFT kernel."""
-    from m2bench.kernels import fftconv_triton
+    from m2bench.kernels.fftconv_triton import supported
 
-    return 2 * seqlen <= fftconv_triton.MAX_N or fftconv_triton.LONG_FFT
+    return supported(seqlen)
 
 
 def hyena_param_groups(module: nn.Module, lr: float, *, pos_lr: float = 1e-5) -> list[dict]:
