@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from m2bench.kernels.fftconv_triton import _epilogue, _mm, full_spectrum, omega, triton
+from m2bench.kernels.fftconv_triton import _cmm, _cmul, _epilogue, full_spectrum, omega, triton
 
 if triton is not None:
     import triton.language as tl
@@ -52,14 +52,14 @@ if triton is not None:
         f = rp[:, None] * HP + rh[None, :]
         fr = tl.load(fr_ptr + f)
         fi = tl.load(fi_ptr + f)
-        br = _mm(fr, a, PREC) - _mm(fi, b, PREC)
-        bi = _mm(fr, b, PREC) + _mm(fi, a, PREC)
+        br, bi = _cmm(fr, fi, a, b, PREC, False, False)
         tw = rp[:, None] * M + q[None, :]
         twr = tl.load(twr_ptr + tw)
         twi = tl.load(twi_ptr + tw)
+        cr, ci = _cmul(br, bi, twr, twi, False)
         off = (pair * C + c).to(tl.int64) * (P * M) + tw
-        tl.store(sr_ptr + off, br * twr - bi * twi)
-        tl.store(si_ptr + off, br * twi + bi * twr)
+        tl.store(sr_ptr + off, cr)
+        tl.store(si_ptr + off, ci)
 
     @triton.jit
     def _inner_kernel(
@@ -76,29 +76,24 @@ if triton is not None:
         f1 = r1[:, None] * M1 + r1[None, :]
         f1r = tl.load(f1r_ptr + f1)
         f1i = tl.load(f1i_ptr + f1)
-        br = _mm(f1r, ar, PREC) - _mm(f1i, ai, PREC)
-        bi = _mm(f1r, ai, PREC) + _mm(f1i, ar, PREC)
+        br, bi = _cmm(f1r, f1i, ar, ai, PREC, False, False)
         twr = tl.load(twr_ptr + idx)
         twi = tl.load(twi_ptr + idx)
-        cr = br * twr - bi * twi
-        ci = br * twi + bi * twr
+        cr, ci = _cmul(br, bi, twr, twi, False)
         f2 = q[:, None] * M2 + q[None, :]
         f2r = tl.load(f2r_ptr + f2)
         f2i = tl.load(f2i_ptr + f2)
-        dr = _mm(cr, f2r, PREC) - _mm(ci, f2i, PREC)
-        di = _mm(cr, f2i, PREC) + _mm(ci, f2r, PREC)
+        dr, di = _cmm(cr, ci, f2r, f2i, PREC, False, False)
         k_off = (c * P + k1).to(tl.int64) * (M1 * M2) + idx
         kr = tl.load(kr_ptr + k_off)
         ki = tl.load(ki_ptr + k_off)
-        er = dr * kr - di * ki
-        ei = dr * ki + di * kr
-        gr = _mm(er, f2r, PREC) + _mm(ei, f2i, PREC)
-        gi = _mm(ei, f2r, PREC) - _mm(er, f2i, PREC)
-        hr = gr * twr + gi * twi
-        hi = gi * twr - gr * twi
+        er, ei = _cmul(dr, di, kr, ki, False)
+        gr, gi = _cmm(er, ei, f2r, f2i, PREC, False, True)
+        hr, hi = _cmul(gr, gi, twr, twi, True)
         # conj(F_M1) is its own transpose's conjugate: rows of the symmetric table, conjugated
-        tl.store(sr_ptr + base + idx, _mm(f1r, hr, PREC) + _mm(f1i, hi, PREC))
-        tl.store(si_ptr + base + idx, _mm(f1r, hi, PREC) - _mm(f1i, hr, PREC))
+        yr, yi = _cmm(f1r, f1i, hr, hi, PREC, True, False)
+        tl.store(sr_ptr + base + idx, yr)
+        tl.store(si_ptr + base + idx, yi)
 
     @triton.jit
     def _outer_inv_kernel(
@@ -120,13 +115,11 @@ if triton is not None:
         si = tl.load(si_ptr + off)
         twr = tl.load(twr_ptr + tw)
         twi = tl.load(twi_ptr + tw)
-        hr = sr * twr + si * twi
-        hi = si * twr - sr * twi
+        hr, hi = _cmul(sr, si, twr, twi, True)
         g = rh[:, None] + rp[None, :] * HP  # conj(F_P)[n1, k1] = conj(F_P[k1, n1]), n1 < P/2
         gr = tl.load(fr_ptr + g)
         gi = tl.load(fi_ptr + g)
-        yr = _mm(gr, hr, PREC) + _mm(gi, hi, PREC)
-        yi = _mm(gr, hi, PREC) - _mm(gi, hr, PREC)
+        yr, yi = _cmm(gr, gi, hr, hi, PREC, True, False)
         n = rh[:, None] * M + q[None, :]
         m0 = n < L
         m1 = m0 & (b1 < B)

@@ -73,6 +73,31 @@ if triton is not None:
         return out
 
     @triton.jit
+    def _cmm(ar, ai, br, bi, PREC: tl.constexpr, CONJ_A: tl.constexpr, CONJ_B: tl.constexpr):
+        """Complex matmul ``A @ B`` from real parts (four real dots), either factor conjugated."""
+        if CONJ_A:
+            re = _mm(ar, br, PREC) + _mm(ai, bi, PREC)
+            im = _mm(ar, bi, PREC) - _mm(ai, br, PREC)
+        elif CONJ_B:
+            re = _mm(ar, br, PREC) + _mm(ai, bi, PREC)
+            im = _mm(ai, br, PREC) - _mm(ar, bi, PREC)
+        else:
+            re = _mm(ar, br, PREC) - _mm(ai, bi, PREC)
+            im = _mm(ar, bi, PREC) + _mm(ai, br, PREC)
+        return re, im
+
+    @triton.jit
+    def _cmul(xr, xi, yr, yi, CONJ_Y: tl.constexpr):
+        """Elementwise complex product ``x * y`` (``x * conj(y)`` with CONJ_Y)."""
+        if CONJ_Y:
+            re = xr * yr + xi * yi
+            im = xi * yr - xr * yi
+        else:
+            re = xr * yr - xi * yi
+            im = xr * yi + xi * yr
+        return re, im
+
+    @triton.jit
     def _fftconv_kernel(
         x_ptr, kr_ptr, ki_ptr, skip_ptr, gate_ptr, add_ptr, out_ptr,
         f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr,
@@ -97,35 +122,28 @@ if triton is not None:
         f1 = r1[:, None] * H + rh[None, :]
         f1r = tl.load(f1r_ptr + f1)
         f1i = tl.load(f1i_ptr + f1)
-        br = _mm(f1r, a, PREC) - _mm(f1i, b, PREC)
-        bi = _mm(f1r, b, PREC) + _mm(f1i, a, PREC)
+        br, bi = _cmm(f1r, f1i, a, b, PREC, False, False)
         # 2. twiddles
         tw = r1[:, None] * N2 + q[None, :]
         twr = tl.load(twr_ptr + tw)
         twi = tl.load(twi_ptr + tw)
-        cr = br * twr - bi * twi
-        ci = br * twi + bi * twr
+        cr, ci = _cmul(br, bi, twr, twi, False)
         # 3. DFT over n2 (size N2)
         f2 = q[:, None] * N2 + q[None, :]
         f2r = tl.load(f2r_ptr + f2)
         f2i = tl.load(f2i_ptr + f2)
-        dr = _mm(cr, f2r, PREC) - _mm(ci, f2i, PREC)
-        di = _mm(cr, f2i, PREC) + _mm(ci, f2r, PREC)
+        dr, di = _cmm(cr, ci, f2r, f2i, PREC, False, False)
         # 4. times the kernel's spectrum (already / N)
         kr = tl.load(kr_ptr + c * (N1 * N2) + tw)
         ki = tl.load(ki_ptr + c * (N1 * N2) + tw)
-        er = dr * kr - di * ki
-        ei = dr * ki + di * kr
+        er, ei = _cmul(dr, di, kr, ki, False)
         # 5. inverse: conj(F2), conj(T), conj(F1) restricted to the first N1/2 outputs
-        gr = _mm(er, f2r, PREC) + _mm(ei, f2i, PREC)
-        gi = _mm(ei, f2r, PREC) - _mm(er, f2i, PREC)
-        hr = gr * twr + gi * twi
-        hi = gi * twr - gr * twi
+        gr, gi = _cmm(er, ei, f2r, f2i, PREC, False, True)
+        hr, hi = _cmul(gr, gi, twr, twi, True)
         g1 = rh[:, None] + r1[None, :] * H  # conj(F1)[n1, k1] = conj(F1[k1, n1])
         g1r = tl.load(f1r_ptr + g1)
         g1i = tl.load(f1i_ptr + g1)
-        yr = _mm(g1r, hr, PREC) + _mm(g1i, hi, PREC)
-        yi = _mm(g1r, hi, PREC) - _mm(g1i, hr, PREC)
+        yr, yi = _cmm(g1r, g1i, hr, hi, PREC, True, False)
         _epilogue(yr, yi, a, b, c, n, m0, m1, b0, b1, skip_ptr, gate_ptr, add_ptr, out_ptr,
                   s_gb, s_gc, s_gl, s_ab, s_ac, s_al, s_ob, s_oc, s_ol,
                   HAS_SKIP, HAS_GATE, HAS_ADD)  # fmt: skip
