@@ -10,9 +10,7 @@
 set -uo pipefail
 source scripts/gpu_env.sh
 mkdir -p $OUT/logs
-timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
-  tests/test_kernels_mlp.py tests/test_kernels_fftconv.py tests/test_gpu.py \
-  > $OUT/logs/gpu_kernel_tests.log 2>&1; tail -2 $OUT/logs/gpu_kernel_tests.log
+bash scripts/gpu_tests.sh; mv $OUT/gpu_tests.log $OUT/logs/
 timeout 100 python3 scripts/gpu_kernel_probe.py > $OUT/logs/probe.txt 2>&1; tail -22 $OUT/logs/probe.txt
 timeout 120 python3 scripts/gpu_model_check.py 2>&1 | tee $OUT/logs/model_check.txt | tail -2
 csv=$OUT/bench_nvidia_h200.csv

@@ -4,4 +4,4 @@
 # Carry [".gpu_carry/kit_small.tar.xz"].
 set -uo pipefail
 source scripts/gpu_env.sh
-timeout 540 python3 scripts/gpu_tune_probe.py 2>&1 | tee $OUT/tune.txt | grep -v "^$" | tail -80
+timeout ${PROBE_LIMIT:-540} python3 scripts/gpu_tune_probe.py 2>&1 | tee $OUT/tune.txt | grep -v "^$" | tail -80
