@@ -5,13 +5,12 @@ At 65,536 tokens x 768 channels, bf16, CUDA-event medians (triton.testing.do_ben
 variant checked against the default's output before it is timed:
 
 - the Triton FFT convolution (gated, as the mixer calls it): transform shapes (N1, N2), warps,
-  float32 or bf16 DFT tables; and one-program transforms of N = 16,384 (L = 8192), which the
-  layers do not use yet (MAX_N = 8192);
+  float32 or bf16 DFT tables; and one-program transforms of N = 16,384 (L = 8192);
 - the fused GLU and the block-diagonal kernel with single forced tile configs, including ones
   outside the autotune lists (whole in-block K);
 - the short conv + gate kernel's tile sizes;
-- the three-pass long-sequence kernel (``LONG_FFT``) against cuFFT at 8K and 32K, and the whole
-  M2-BERT-80M forward with and without it.
+- the three-pass long-sequence kernel against cuFFT at 8K and 32K, and the whole M2-BERT-80M
+  forward with ``LONG_FFT`` off and on (with MAX_N = 16,384, L = 8192 runs one program anyway).
 
 Prints one table per kernel, fastest first. Nothing here changes a default: the winners are to be
 written into the kernels by hand, then measured again with scripts/gpu_kernels.sh.
@@ -139,7 +138,7 @@ def model_long(seqlen: int) -> None:
             print(f"m2_bert_80m triton L={seqlen} LONG_FFT={flag}: {65536 / ms:.1f} tokens/ms")
         except Exception as exc:  # noqa: BLE001
             print(f"m2_bert_80m triton L={seqlen} LONG_FFT={flag}: failed {str(exc)[:90]}")
-    fc.LONG_FFT = False
+    fc.LONG_FFT = True
 
 
 def mlp_variants() -> None:
@@ -178,10 +177,10 @@ def short_conv_variants() -> None:
     want = gt.short_conv_gate_fwd(z, wt, b)[0]
     rows: list[tuple[str, float, float]] = []
     for bl, bdim in ((64, 32), (32, 64), (64, 64), (128, 32), (32, 128), (16, 128)):
-        gt._BLOCK_L, gt._BLOCK_D = bl, bdim
+        gt._CONV_BLOCK_L, gt._CONV_BLOCK_D = bl, bdim
         try_variant(rows, f"BLOCK_L {bl} BLOCK_D {bdim}",
                     lambda: gt.short_conv_gate_fwd(z, wt, b)[0], want)  # fmt: skip
-    gt._BLOCK_L, gt._BLOCK_D = 64, 32
+    gt._CONV_BLOCK_L, gt._CONV_BLOCK_D = 64, 64
     report("short conv + gate (16, 4096, 2304) bf16", rows)
 
 

@@ -26,13 +26,16 @@ out as ``[k_fwd, 0 ..., reversed k_rev]`` on N points (circular wrap-around neve
 should not, because |t - s| < L), and the spectrum is computed by ``torch.fft`` in float32.
 
 Limits: one program holds the whole N-point transform (N1 x N2 complex tiles in registers), so
-``N <= MAX_N`` (8192: L <= 4096); longer sequences raise ``ValueError`` here and the layers fall
-back to the cuFFT path, unless :data:`LONG_FFT` routes them to the three-pass kernel of
-:mod:`m2bench.kernels.fftconv_long_triton` (not yet timed on a GPU, so off by default;
-:func:`m2bench.layers.triton_coverage` says which path runs). Precision: the matmuls use
-``precision`` (:func:`default_precision`: ``"bf16"`` operands for half inputs or under autocast,
-``"tf32"`` for float32; ``"tf32x3"`` and ``"ieee"`` on request), with float32 accumulation and
-float32 elementwise math; under the interpreter every dot is float32.
+``N <= MAX_N`` (16,384: L <= 8192); :data:`LONG_FFT` (on) routes longer sequences to the
+three-pass kernel of :mod:`m2bench.kernels.fftconv_long_triton`; with it off they raise
+``ValueError`` here and the layers fall back to the cuFFT path
+(:func:`m2bench.layers.triton_coverage` says which path runs). Measured on an H200 (bf16,
+65,536 tokens x 768 channels, gated; scripts/gpu_tune_probe.py at 3f7a78e): L = 8192 one
+program 1.08 ms, three passes 1.18 ms, cuFFT 2.32 ms; L = 32768 three passes 1.08 ms, cuFFT
+3.07 ms. Precision: the matmuls use ``precision`` (:func:`default_precision`: ``"bf16"``
+operands for half inputs or under autocast; for float32 ``"tf32"`` when PyTorch allows TF32
+matmuls, else ``"tf32x3"``, float32-accurate; ``"ieee"`` on request), with float32 accumulation
+and float32 elementwise math; under the interpreter every dot is float32.
 
 Backward: dx is the same kernel with the conjugate spectrum (the adjoint of a real circular
 convolution); dk_fwd, dk_rev and dskip are reduced over the batch in PyTorch (``torch.fft``, one
@@ -53,10 +56,10 @@ except ImportError:  # pragma: no cover - the launcher raises a clear error inst
     triton = None
 
 #: the largest transform one program holds (L <= MAX_N / 2)
-MAX_N = 8192
-#: longer sequences through the three-pass kernel (:mod:`fftconv_long_triton`); off until that
-#: kernel has been timed on a GPU (``scripts/gpu_tune_probe.py`` switches it on)
-LONG_FFT = False
+MAX_N = 16384
+#: longer sequences through the three-pass kernel (:mod:`fftconv_long_triton`); off: they raise
+#: here and the layers use the cuFFT path
+LONG_FFT = True
 MIN_N = 512
 PRECISIONS = ("tf32", "tf32x3", "ieee", "bf16")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -283,13 +286,18 @@ def kernel_spectrum(
 
 
 def default_precision(x: torch.Tensor) -> str:
-    """``"bf16"`` matmul operands for half inputs or under autocast, else ``"tf32"``.
+    """``"bf16"`` matmul operands for half inputs or under autocast; for float32 ``"tf32"`` when
+    PyTorch allows TF32 matmuls (``torch.get_float32_matmul_precision()`` is not "highest", e.g.
+    ``torch.backends.cuda.matmul.allow_tf32 = True``), else ``"tf32x3"`` (PyTorch's default:
+    float32-accurate).
 
     Measured on an H200 (relative error of one convolution against float64, L = 4096): tf32
     2.3e-3, bf16 4.0e-3, tf32x3 9e-7 (5x slower than bf16), ieee 4.5e-7 (slower still).
     """
     half = x.dtype in (torch.float16, torch.bfloat16)
-    return "bf16" if half or torch.is_autocast_enabled(x.device.type) else "tf32"
+    if half or torch.is_autocast_enabled(x.device.type):
+        return "bf16"
+    return "tf32x3" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
 def _check(x: torch.Tensor, k_fwd: torch.Tensor, k_rev, skip, gate, add, precision) -> None:
@@ -331,13 +339,14 @@ def fftconv_fwd(
     out_dtype: torch.dtype | None = None,
     precision: str = "tf32",
     num_warps: int | None = None,
-    table_dtype: torch.dtype = torch.float32,
+    table_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Launch the kernel: x (B, C, L), spectrum from :func:`kernel_spectrum` -> (B, C, L).
 
     ``n1``, ``n2``, ``num_warps`` and ``table_dtype`` (of the DFT matrices; bf16 only with
-    ``precision="bf16"``, where it gives the same products) are tuning knobs; the public
-    functions use :func:`transform_size` and the defaults.
+    ``precision="bf16"``, where it gives the same products; default bf16 there, 8% faster at
+    L = 4096 on an H200, else float32) are tuning knobs; the public functions use
+    :func:`transform_size` and the defaults.
 
     Any strides: a (B, L, C) tensor viewed as (B, C, L) is read and written in place (measured
     2x slower than contiguous rows on an H200: one channel per program).
@@ -348,6 +357,8 @@ def fftconv_fwd(
             f"transform {n1} x {n2} is not usable for L = {x.shape[-1]}: powers of two with "
             "N1 >= 32 and N2 >= 16 (16-wide matmul sides) and N1 * N2 >= 2L"
         )
+    if table_dtype is None:
+        table_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if table_dtype != torch.float32 and precision != "bf16":
         raise ValueError("table_dtype other than float32 needs precision='bf16'")
     batch, channels, seqlen = x.shape

@@ -9,8 +9,8 @@ Every layer takes ``kernel``: ``"torch"`` (plain PyTorch everywhere) or ``"trito
 Triton kernels: the block-diagonal matmul and the fused GLU / add + LayerNorm of the MLP, the
 order-2 Monarch multiply of :class:`~m2bench.layers.monarch.MonarchLinear`, the fused short conv
 + gating of :class:`~m2bench.layers.mixer.M2SequenceMixer`, and the FFT long convolution as
-Monarch matmuls for L <= 4096, cuFFT beyond; :func:`triton_coverage` states it and every run
-tags it as ``kernel_impl``).
+Monarch matmuls: one program per row pair for L <= 8192, three passes beyond;
+:func:`triton_coverage` states it and every run tags it as ``kernel_impl``).
 Anything else raises :class:`~m2bench.errors.ConfigError`.
 """
 
@@ -22,19 +22,23 @@ from m2bench.errors import ConfigError
 KERNELS = ("torch", "triton")
 #: what ``kernel="triton"`` runs, per building block (the run tag ``kernel_impl``)
 TRITON_COVERAGE = (
-    "blockdiag_mlp:triton long_conv:triton(L<=4096)+cufft(L>4096) fused_gating:triton "
+    "blockdiag_mlp:triton long_conv:triton(L<=8192)+triton_3pass(L>8192) fused_gating:triton "
     "monarch:triton"
 )
 
 
 def triton_coverage() -> str:
-    """:data:`TRITON_COVERAGE`, or its long-FFT variant when
-    :data:`m2bench.kernels.fftconv_triton.LONG_FFT` routes L > 4096 to the three-pass kernel."""
+    """What ``kernel="triton"`` runs now: :data:`TRITON_COVERAGE` with the FFT limit of
+    :data:`m2bench.kernels.fftconv_triton.MAX_N` and, when
+    :data:`~m2bench.kernels.fftconv_triton.LONG_FFT` is off, ``cufft`` beyond it."""
     from m2bench.kernels import fftconv_triton
 
-    if fftconv_triton.LONG_FFT:
-        return TRITON_COVERAGE.replace("+cufft(L>4096)", "+triton_3pass(L>4096)")
-    return TRITON_COVERAGE
+    half = fftconv_triton.MAX_N // 2
+    long = "triton_3pass" if fftconv_triton.LONG_FFT else "cufft"
+    return TRITON_COVERAGE.replace(
+        "long_conv:triton(L<=8192)+triton_3pass(L>8192)",
+        f"long_conv:triton(L<={half})+{long}(L>{half})",
+    )
 
 
 def check_kernel(kernel: str) -> str:

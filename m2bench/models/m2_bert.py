@@ -37,8 +37,9 @@ Deviations from the official code:
 - Parameter names differ from the official ones; ``m2bench.checkpoints`` maps them both ways.
 - ``kernel="torch"`` (default) is plain PyTorch; ``kernel="triton"`` runs m2bench's Triton kernels
   (fused GLU MLP and add + LayerNorm, fused short conv + gating, the FFT convolution as Monarch
-  matmuls up to L = 4096 and cuFFT beyond), see :func:`m2bench.layers.triton_coverage`. Under
-  bf16 autocast its layer outputs stay bf16 (the torch path's LayerNorm returns float32).
+  matmuls: one program per row pair up to L = 8192, three passes beyond), see
+  :func:`m2bench.layers.triton_coverage`. Under bf16 autocast its layer outputs stay bf16 (the
+  torch path's LayerNorm returns float32).
 """
 
 from __future__ import annotations
