@@ -109,6 +109,16 @@ def test_fft_conv_backward_matches_the_twin(bidirectional):
         assert _rel(got, want) < 1e-5
 
 
+def test_float32_operands_leave_one_program_earlier():
+    """bf16 operands: one program up to N = 16,384 (L = 8192); float32 ones (tf32, tf32x3,
+    ieee) up to N = 8192, the shared memory an H200 has for them; beyond, three passes."""
+    assert fc.plan(8192) == fc.plan(8192, "bf16") == ("one", 128, 128)
+    assert fc.plan(4096, "tf32x3") == ("one", 128, 64)
+    for precision in ("tf32", "tf32x3", "ieee"):
+        assert fc.plan(4097, precision)[0] == "long"
+    assert fc.plan(8193)[0] == "long"
+
+
 def test_transform_size_covers_twice_the_length():
     for seqlen in (1, 255, 256, 257, 1000, 2048, 4096):
         n1, n2 = fc.transform_size(seqlen)

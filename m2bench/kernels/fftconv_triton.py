@@ -55,8 +55,11 @@ try:
 except ImportError:  # pragma: no cover - the launcher raises a clear error instead
     triton = None
 
-#: the largest transform one program holds (L <= MAX_N / 2)
+#: the largest transform one program holds (L <= MAX_N / 2) with bf16 operands
 MAX_N = 16384
+#: ... and with float32 operands (tf32, tf32x3, ieee): the N = 16,384 program would need 320 KB of
+#: shared memory (H200: 227 KB), so float32 rows beyond L = 4096 take the three-pass kernel
+MAX_N_FP32 = 8192
 #: longer sequences through the three-pass kernel (:mod:`fftconv_long_triton`); off: they raise
 #: here and the layers use the cuFFT path
 LONG_FFT = True
@@ -187,20 +190,27 @@ def transform_size(seqlen: int) -> tuple[int, int]:
     return n1, n // n1
 
 
-def supported(seqlen: int) -> bool:
+def max_points(precision: str = "bf16") -> int:
+    """The largest transform one program holds with matmul operands of ``precision``."""
+    return MAX_N if precision == "bf16" else min(MAX_N, MAX_N_FP32)
+
+
+def supported(seqlen: int, precision: str = "bf16") -> bool:
     """Whether the Triton FFT convolution takes length ``seqlen`` (one program, or LONG_FFT)."""
-    return 2 * seqlen <= MAX_N or LONG_FFT
+    return 2 * seqlen <= max_points(precision) or LONG_FFT
 
 
-def plan(seqlen: int) -> tuple:
-    """How length ``seqlen`` is transformed: ``("one", N1, N2)`` (one program per row pair) or,
-    beyond MAX_N / 2 with :data:`LONG_FFT` on, ``("long", P, M1, M2)`` (three passes)."""
-    if 2 * seqlen <= MAX_N:
+def plan(seqlen: int, precision: str = "bf16") -> tuple:
+    """How length ``seqlen`` is transformed with ``precision`` operands: ``("one", N1, N2)`` (one
+    program per row pair) or, beyond :func:`max_points` / 2 with :data:`LONG_FFT` on,
+    ``("long", P, M1, M2)`` (three passes)."""
+    max_n = max_points(precision)
+    if 2 * seqlen <= max_n:
         return ("one", *transform_size(seqlen))
-    if not supported(seqlen):
+    if not supported(seqlen, precision):
         raise ValueError(
-            f"the Triton FFT convolution holds N <= {MAX_N} points (L <= {MAX_N // 2}), got "
-            f"L = {seqlen}; use kernel='torch' for longer sequences"
+            f"the Triton FFT convolution holds N <= {max_n} points (L <= {max_n // 2}) with "
+            f"{precision} operands, got L = {seqlen}; use kernel='torch' for longer sequences"
         )
     from m2bench.kernels.fftconv_long_triton import long_transform
 
@@ -310,7 +320,7 @@ def _check(x: torch.Tensor, k_fwd: torch.Tensor, k_rev, skip, gate, add, precisi
     if x.ndim != 3:
         raise ValueError(f"x must be (B, C, L), got {tuple(x.shape)}")
     batch, channels, seqlen = x.shape
-    plan(seqlen)  # raises beyond MAX_N / 2 unless LONG_FFT
+    plan(seqlen, precision)  # raises beyond max_points / 2 unless LONG_FFT
     if x.dtype not in DTYPES:
         raise ValueError(f"x dtype {x.dtype} is not supported; use one of {DTYPES}")
     want = (channels, seqlen)
@@ -383,7 +393,7 @@ class FFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, k_fwd, k_rev, skip, precision):  # noqa: D102
-        how = plan(x.shape[-1])
+        how = plan(x.shape[-1], precision)
         spec = plan_spectrum(how, k_fwd, k_rev)
         ctx.save_for_backward(x, skip, *spec)
         ctx.meta = (how, precision, k_rev is not None, k_fwd.dtype)
@@ -445,7 +455,7 @@ def fft_conv(
         t is not None and t.requires_grad for t in (x, k_fwd, k_rev, skip, gate, add)
     )
     if not grads:
-        how = plan(x.shape[-1])
+        how = plan(x.shape[-1], precision)
         spec = plan_spectrum(how, k_fwd, k_rev)
         return plan_conv(how, x, spec, skip, gate, add, out=out, out_dtype=out_dtype,
                          precision=precision)  # fmt: skip
@@ -475,7 +485,7 @@ def fft_conv_spectrum(
     """
     precision = precision or default_precision(x)
     _check(x, None, None, skip, gate, add, precision)
-    how = plan(x.shape[-1])
+    how = plan(x.shape[-1], precision)
     want = (x.shape[1], *how[1:])
     if len(spec) != 2 or any(tuple(t.shape) != want for t in spec):
         raise ValueError(f"spectrum must be two {want} tensors (plan_spectrum)")

@@ -234,28 +234,32 @@ class ImplicitLongConv(nn.Module):
         kernels' spectrum is kept between calls (:meth:`_spectrum`), so inference does not
         re-evaluate the filter MLPs. Otherwise the cuFFT path.
         """
-        if self.kernel == "triton" and uses_triton_fft(x.shape[-1]):
-            from m2bench.kernels import fftconv_triton as fc
+        from m2bench.kernels import fftconv_triton as fc
 
+        if self.kernel == "triton" and uses_triton_fft(x.shape[-1], fc.default_precision(x)):
             if not torch.is_grad_enabled():
-                spec = self._spectrum(x.shape[-1], x.device)
+                spec = self._spectrum(x.shape[-1], x.device, fc.default_precision(x))
                 return fc.fft_conv_spectrum(x, spec, self.skip, gate, add, out_dtype=out_dtype)
             k_fwd, k_rev = self.filter(x.shape[-1])
             return fc.fft_conv(x, k_fwd, k_rev, self.skip, gate, add, out_dtype=out_dtype)
         k_fwd, k_rev = self.filter(x.shape[-1])
         return gate_add(fft_conv(x, k_fwd, k_rev, self.skip), gate, add, out_dtype or x.dtype)
 
-    def _spectrum(self, seqlen: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Triton kernel's spectrum of this layer's kernels at ``seqlen``, kept between calls.
+    def _spectrum(
+        self, seqlen: int, device: torch.device, precision: str = "bf16"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Triton kernel's spectrum of this layer's kernels at ``seqlen`` (in the layout of
+        ``fftconv_triton.plan(seqlen, precision)``), kept between calls.
 
-        Recomputed when the length, the device or any filter parameter changes (a new tensor or
-        an in-place update: the key holds each parameter's storage pointer and version), so an
-        optimizer step or ``load_state_dict`` is always seen. Only used without gradients.
+        Recomputed when the length, the layout, the device or any filter parameter changes (a
+        new tensor or an in-place update: the key holds each parameter's storage pointer and
+        version), so an optimizer step or ``load_state_dict`` is always seen. Only used without
+        gradients.
         """
         from m2bench.kernels.fftconv_triton import plan, plan_spectrum
 
         params = tuple(self.filter.parameters())
-        how = plan(seqlen)
+        how = plan(seqlen, precision)
         key = (how, str(device), tuple((p.data_ptr(), p._version) for p in params))
         if self._spec_key != key:
             self._spec = plan_spectrum(how, *self.filter(seqlen))
@@ -263,11 +267,12 @@ class ImplicitLongConv(nn.Module):
         return self._spec
 
 
-def uses_triton_fft(seqlen: int) -> bool:
-    """Whether ``kernel="triton"`` convolves length ``seqlen`` with the Triton FFT kernel."""
+def uses_triton_fft(seqlen: int, precision: str = "bf16") -> bool:
+    """Whether ``kernel="triton"`` convolves length ``seqlen`` with the Triton FFT kernel
+    (matmul operands of ``precision``, as ``fftconv_triton.default_precision`` picks)."""
     from m2bench.kernels.fftconv_triton import supported
 
-    return supported(seqlen)
+    return supported(seqlen, precision)
 
 
 def hyena_param_groups(module: nn.Module, lr: float, *, pos_lr: float = 1e-5) -> list[dict]:

@@ -128,6 +128,7 @@ class M2SequenceMixer(nn.Module):
         are the Triton FFT kernel (the main one with the output gate and the residual fused);
         beyond it, cuFFT with the gating kernel around it.
         """
+        from m2bench.kernels.fftconv_triton import default_precision
         from m2bench.kernels.gating_triton import gate_out, short_conv_gate, transpose
         from m2bench.layers.long_conv import uses_triton_fft
 
@@ -136,7 +137,7 @@ class M2SequenceMixer(nn.Module):
             z = z * mask[..., None].to(z.dtype)
         pre, x2 = short_conv_gate(z, self.short_conv.weight.squeeze(1), self.short_conv.bias)
         pre = _zero_masked(pre, mask)
-        if uses_triton_fft(u.shape[1]):
+        if uses_triton_fft(u.shape[1], default_precision(pre)):
             # contiguous rows (strided (B, L, d) reads and writes measured 2x slower on an H200)
             # through tiled transposes (PyTorch's strided copies cost 3x the bytes)
             res = None
