@@ -107,7 +107,11 @@ def fsdp() -> bool:
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` in DDP (or sharded in place by FSDP) when there are several ranks, else as is.
 
-    ``M2BENCH_DDP_FIND_UNUSED=1`` turns on DDP's search for parameters a step does not use.
+    DDP runs with ``static_graph=True``: parameters a step never uses (e.g. a Hugging Face
+    encoder's pooler under CLS pooling) are found once, in the first iteration, instead of
+    failing the second one; the set must stay the same from step to step.
+    ``M2BENCH_DDP_FIND_UNUSED=1`` instead searches for them on every step (DDP's
+    ``find_unused_parameters``), for models whose unused set changes.
     """
     s = state()
     if not s.active:
@@ -124,8 +128,9 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     dev = next(model.parameters()).device
     find = os.environ.get("M2BENCH_DDP_FIND_UNUSED", "0") == "1"
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=find
-    )
+        model, device_ids=[dev.index] if dev.type == "cuda" else None,
+        find_unused_parameters=find, static_graph=not find,
+    )  # fmt: skip
 
 
 def _length(batch: Any) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,22 @@ def test_pile_evaluation_sharded_over_two_ranks_scores_every_token_once():
     assert int(count1) == 1000 and len(ranks) == 2  # every token of the stream scored once
     for _, nats, count in ranks:  # every rank holds the totals over both shards
         assert int(count) == 1000 and float(nats) == pytest.approx(float(nats1), rel=1e-6)
+
+
+def test_ddp_trains_models_with_parameters_no_step_uses():
+    """A trainable parameter outside the graph (a Hugging Face pooler under CLS pooling) used to
+    fail DDP's second step ("Expected to have finished reduction"; seen with GLUE + minilm_l6
+    under torchrun); wrap() now runs DDP with static_graph, and the ranks stay in step."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env.pop("M2BENCH_DDP_FIND_UNUSED", None)
+    script = str(ROOT / "tests/helpers/ddp_unused.py")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29543", script], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    ranks = dict(re.findall(r"OK (\d) (-?[\d.]+)", two.stdout))  # the ranks' lines may interleave
+    assert sorted(ranks) == ["0", "1"] and ranks["0"] == ranks["1"]  # averaged gradients
 
 
 TRAIN = ["train", "--task", "locov1", "--model", "bm25", "--train-data", "x.jsonl"]
