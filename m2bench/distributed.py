@@ -26,6 +26,7 @@ What m2bench does with the ranks:
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,13 @@ def init(device: str = "auto") -> State:
             )
         torch.cuda.set_device(s.local_rank)
     torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    atexit.register(_leave)  # NCCL warns (and may leak) when a process exits still in the group
     return state()
+
+
+def _leave() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 STRATEGIES = ("ddp", "fsdp")

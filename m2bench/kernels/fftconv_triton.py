@@ -26,7 +26,8 @@ out as ``[k_fwd, 0 ..., reversed k_rev]`` on N points (circular wrap-around neve
 should not, because |t - s| < L), and the spectrum is computed by ``torch.fft`` in float32.
 
 Limits: one program holds the whole N-point transform (N1 x N2 complex tiles in registers), so
-``N <= MAX_N`` (16,384: L <= 8192); :data:`LONG_FFT` (on) routes longer sequences to the
+``N <= MAX_N`` (16,384: L <= 8192) with bf16 operands, ``N <= MAX_N_FP32`` (8192) with float32
+ones (:func:`max_points`); :data:`LONG_FFT` (on) routes longer sequences to the
 three-pass kernel of :mod:`m2bench.kernels.fftconv_long_triton`; with it off they raise
 ``ValueError`` here and the layers fall back to the cuFFT path
 (:func:`m2bench.layers.triton_coverage` says which path runs). Measured on an H200 (bf16,
