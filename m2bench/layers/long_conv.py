@@ -204,7 +204,9 @@ class ImplicitLongConv(nn.Module):
         channels: channels of the input.
         max_len: longest sequence supported.
         kernel: ``"torch"`` (cuFFT), or ``"triton"``: the FFT computed as Monarch matmuls
-            (:mod:`m2bench.kernels.fftconv_triton`) for L <= 4096, cuFFT beyond.
+            (:mod:`m2bench.kernels.fftconv_triton`: one program per row pair up to L = 8192
+            with bf16 operands, 4096 with float32 ones, three passes beyond; cuFFT beyond one
+            program when ``fftconv_triton.LONG_FFT`` is off).
         **filter_kwargs: passed to :class:`HyenaFilter`.
     """
 

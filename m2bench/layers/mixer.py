@@ -18,13 +18,14 @@ There is no norm or residual connection around the mixer; the input reaches the 
 through ``residual_conv``.
 
 With ``kernel="triton"`` steps 2-3 run as one kernel on ``in_proj``'s (B, L, 3d) output
-(:mod:`m2bench.kernels.gating_triton`); for L <= 4096 both long convolutions are the Triton FFT
-kernel (:mod:`m2bench.kernels.fftconv_triton`, the FFT as Monarch matmuls), the main one with the
-gate ``* x2`` and the residual convolution's sum fused, with tiled transposes between the
-(B, L, d) and (B, d, L) layouts; beyond 4096, the cuFFT convolutions with a gating kernel for
-steps 4-5 and the transpose back. A mask is applied by the torch ops around the kernels: masked
-rows of the ``in_proj`` output are zeroed before the short conv, and masked steps of ``v * x1``
-after it, as the torch path does.
+(:mod:`m2bench.kernels.gating_triton`); both long convolutions are the Triton FFT kernels
+(:mod:`m2bench.kernels.fftconv_triton`, the FFT as Monarch matmuls: one program per row pair, or
+three passes for long rows), the main one with the gate ``* x2`` and the residual convolution's
+sum fused, with tiled transposes between the (B, L, d) and (B, d, L) layouts. Only with
+``fftconv_triton.LONG_FFT`` off do rows beyond one program take the cuFFT convolutions, with a
+gating kernel for steps 4-5 and the transpose back. A mask is applied by the torch ops around
+the kernels: masked rows of the ``in_proj`` output are zeroed before the short conv, and masked
+steps of ``v * x1`` after it, as the torch path does.
 
 :class:`BlockdiagGLU`, input h (B, L, d) -> (B, L, d):
 ``LayerNorm(fc_out(GELU(g) * v) + h)`` where ``[g, v] = fc_in(h)`` (first I features gate, last I
