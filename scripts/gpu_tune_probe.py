@@ -9,7 +9,8 @@ variant checked against the default's output before it is timed:
 - the fused GLU and the block-diagonal kernel with single forced tile configs, including ones
   outside the autotune lists (whole in-block K);
 - the short conv + gate kernel's tile sizes;
-- the three-pass long-sequence kernel against cuFFT at 8K and 32K, and the whole M2-BERT-80M
+- the three-pass long-sequence kernel (float32 or bf16 scratch) against cuFFT at 8K and 32K, and
+  the whole M2-BERT-80M
   forward with ``LONG_FFT`` off and on (with MAX_N = 16,384, L = 8192 runs one program anyway).
 
 Prints one table per kernel, fastest first. Nothing here changes a default: the winners are to be
@@ -116,6 +117,13 @@ def long_variants(seqlen: int) -> None:
                                            precision="bf16", chunk=chunk)  # fmt: skip
 
             try_variant(rows, f"3-pass P={p} M1={m1} M2={m // m1} chunk {chunk}", run, want)
+
+            def run_bf16(p=p, m1=m1, m2=m // m1, spec=spec, chunk=chunk):
+                return lt.long_fftconv_fwd(x, spec, p, m1, m2, skip, gate, add, precision="bf16",
+                                           chunk=chunk, scratch_dtype=torch.bfloat16)  # fmt: skip
+
+            name = f"3-pass P={p} M1={m1} M2={m // m1} chunk {chunk} bf16 scratch"
+            try_variant(rows, name, run_bf16, want)
     report(f"long FFT convolution, L = {seqlen} (B = {batch}), gated", rows)
 
 

@@ -227,3 +227,26 @@ def test_three_pass_fft_conv(dtype, batch, channels, seqlen):
 
     with torch.no_grad():
         _parity(fast, twin, [x, skip, gate, add], dtype, FFT_TOL[dtype], grads=False)
+
+
+@pytest.mark.parametrize("batch,channels,seqlen", [(1, 3, 4097), (2, 768, 32768)])
+def test_three_pass_fft_conv_bf16_scratch(batch, channels, seqlen):
+    """The bf16-scratch knob of the three-pass kernel (one more bf16 rounding of the spectrum)."""
+    from m2bench.kernels import fftconv_long_triton as lt
+
+    torch.manual_seed(seqlen)
+    x, gate, add = (_randn(batch, channels, seqlen, dtype=torch.bfloat16) for _ in range(3))
+    k_fwd, k_rev = (_randn(channels, seqlen, scale=seqlen**-0.5) for _ in range(2))
+    skip = _randn(channels)
+    how = lt.long_transform(seqlen)
+    spec = lt.long_spectrum(k_fwd, k_rev, *how)
+
+    def fast(x, skip, gate, add):
+        return lt.long_fftconv_fwd(x, spec, *how, skip, gate, add, precision="bf16",
+                                   scratch_dtype=torch.bfloat16)  # fmt: skip
+
+    def twin(x, skip, gate, add):
+        return reference.fft_conv(x, k_fwd.double(), k_rev.double(), skip, gate, add)
+
+    with torch.no_grad():
+        _parity(fast, twin, [x, skip, gate, add], torch.bfloat16, 3e-2, grads=False)

@@ -284,6 +284,25 @@ def test_three_pass_kernel_equals_the_twin(batch, channels, seqlen, bidirectiona
     assert lt.long_transform(8192) == (32, 32, 16) and lt.long_transform(32768) == (32, 64, 32)
 
 
+def test_three_pass_kernel_with_a_bf16_scratch():
+    """The bf16 scratch knob: one more bf16 rounding of the spectrum, bf16 operands only."""
+    from m2bench.kernels import fftconv_long_triton as lt
+
+    torch.manual_seed(3)
+    x = torch.randn(3, 2, 300, device=DEVICE)
+    k_fwd, k_rev = (torch.randn(2, 300, device=DEVICE) * 0.1 for _ in range(2))
+    skip = torch.randn(2, device=DEVICE)
+    spec = lt.long_spectrum(k_fwd, k_rev, 32, 16, 16)
+    want = reference.fft_conv(x.double(), k_fwd.double(), k_rev.double(), skip.double())
+    got = lt.long_fftconv_fwd(x, spec, 32, 16, 16, skip, chunk=32, precision="bf16",
+                              scratch_dtype=torch.bfloat16)  # fmt: skip
+    assert 1e-4 < _rel(got, want) < 1e-2  # rounded (the interpreter's dots stay float32)
+    with pytest.raises(ValueError, match="bf16 scratch needs precision='bf16'"):
+        lt.long_fftconv_fwd(x, spec, 32, 16, 16, precision="tf32", scratch_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="scratch_dtype must be"):
+        lt.long_fftconv_fwd(x, spec, 32, 16, 16, precision="bf16", scratch_dtype=torch.float16)
+
+
 def test_long_sequences_through_the_three_pass_kernel_unless_switched_off(monkeypatch):
     from m2bench.layers import TRITON_COVERAGE, triton_coverage
 

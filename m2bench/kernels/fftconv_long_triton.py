@@ -15,7 +15,8 @@ FlashFFTConv's idea applied recursively: Fu et al. 2023, https://arxiv.org/abs/2
 
 Rows are paired as in the one-program kernel (row a real, row b imaginary). Work per row pair:
 ``4 P N + 8 N (M1 + M2)`` real multiply-adds (P = 32, M = 2048 = 64 x 32: 896 N, against 1536 N
-for one program at 128 x 128), plus 32 bytes of scratch traffic per element.
+for one program at 128 x 128), plus 32 bytes of scratch traffic per element (16 with the bf16
+scratch knob of :func:`long_fftconv_fwd`).
 
 Measured on an H200 (bf16, 65,536 tokens x 768 channels, gated, scripts/gpu_tune_probe.py at
 3f7a78e): L = 32768 1.08 ms with P = 32, M1 = 64, M2 = 32, chunk 64 (P = 64: 1.43 ms, P = 128:
@@ -60,8 +61,8 @@ if triton is not None:
         twi = tl.load(twi_ptr + tw)
         cr, ci = _cmul(br, bi, twr, twi, False)
         off = (pair * C + c).to(tl.int64) * (P * M) + tw
-        tl.store(sr_ptr + off, cr)
-        tl.store(si_ptr + off, ci)
+        tl.store(sr_ptr + off, cr.to(sr_ptr.dtype.element_ty))
+        tl.store(si_ptr + off, ci.to(si_ptr.dtype.element_ty))
 
     @triton.jit
     def _inner_kernel(
@@ -73,8 +74,8 @@ if triton is not None:
         q = tl.arange(0, M2)
         idx = r1[:, None] * M2 + q[None, :]
         base = ((pair * C + c).to(tl.int64) * P + k1) * (M1 * M2)
-        ar = tl.load(sr_ptr + base + idx)
-        ai = tl.load(si_ptr + base + idx)
+        ar = tl.load(sr_ptr + base + idx).to(tl.float32)
+        ai = tl.load(si_ptr + base + idx).to(tl.float32)
         f1 = r1[:, None] * M1 + r1[None, :]
         f1r = tl.load(f1r_ptr + f1)
         f1i = tl.load(f1i_ptr + f1)
@@ -94,8 +95,8 @@ if triton is not None:
         hr, hi = _cmul(gr, gi, twr, twi, True)
         # conj(F_M1) is its own transpose's conjugate: rows of the symmetric table, conjugated
         yr, yi = _cmm(f1r, f1i, hr, hi, PREC, True, False)
-        tl.store(sr_ptr + base + idx, yr)
-        tl.store(si_ptr + base + idx, yi)
+        tl.store(sr_ptr + base + idx, yr.to(sr_ptr.dtype.element_ty))
+        tl.store(si_ptr + base + idx, yi.to(si_ptr.dtype.element_ty))
 
     @triton.jit
     def _outer_inv_kernel(
@@ -113,8 +114,8 @@ if triton is not None:
         q = j * MC + tl.arange(0, MC)
         tw = rp[:, None] * M + q[None, :]
         off = (pair * C + c).to(tl.int64) * (P * M) + tw
-        sr = tl.load(sr_ptr + off)
-        si = tl.load(si_ptr + off)
+        sr = tl.load(sr_ptr + off).to(tl.float32)
+        si = tl.load(si_ptr + off).to(tl.float32)
         twr = tl.load(twr_ptr + tw)
         twi = tl.load(twi_ptr + tw)
         hr, hi = _cmul(sr, si, twr, twi, True)
@@ -200,8 +201,18 @@ def long_fftconv_fwd(
     out_dtype: torch.dtype | None = None,
     precision: str = "tf32",
     chunk: int = 64,
+    scratch_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """The three launches: x (B, C, L) (any strides), spectrum from :func:`long_spectrum`."""
+    """The three launches: x (B, C, L) (any strides), spectrum from :func:`long_spectrum`.
+
+    ``scratch_dtype`` (a tuning knob, not yet timed on a GPU): bf16 halves the scratch traffic
+    that bounds this kernel (32 bytes per element in float32) and rounds the intermediate
+    spectrum once more, so it is allowed only with ``precision="bf16"``.
+    """
+    if scratch_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"scratch_dtype must be float32 or bfloat16, got {scratch_dtype}")
+    if scratch_dtype != torch.float32 and precision != "bf16":
+        raise ValueError("a bf16 scratch needs precision='bf16'")
     batch, channels, seqlen = x.shape
     m = m1 * m2
     ok = all(v & (v - 1) == 0 for v in (p, m1, m2, chunk))
@@ -212,7 +223,7 @@ def long_fftconv_fwd(
     if out is None:
         out = torch.empty(batch, channels, seqlen, device=x.device, dtype=out_dtype or x.dtype)
     pairs = (batch + 1) // 2
-    scratch = torch.empty(2, pairs, channels, p, m, device=x.device, dtype=torch.float32)
+    scratch = torch.empty(2, pairs, channels, p, m, device=x.device, dtype=scratch_dtype)
     fr, fi, twr, twi, f1r, f1i, f2r, f2i, tir, tii = long_tables(p, m1, m2, x.device)
     prec = precision if x.device.type == "cuda" else "ieee"
     outer = (pairs, channels, m // chunk)
