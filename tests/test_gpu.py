@@ -84,8 +84,10 @@ def test_masked_padding_invariance_on_cuda():
 @pytest.mark.parametrize("n_layers", [1, 12])
 def test_triton_kernels_in_bf16_as_close_to_fp32_as_the_torch_path(n_layers):
     """M2-BERT-80M at L = 4096 (random init): the Triton path under bf16 autocast against the
-    fp32 PyTorch reference. H200, deb8e64: 1 layer 0.0068 (PyTorch path in bf16: 0.0061);
-    12 layers 0.164 (PyTorch path: 0.155; random-init layers compound the bf16 error)."""
+    fp32 PyTorch reference. H200, 2db7b35: 1 layer 0.0068 (PyTorch path in bf16: 0.0061);
+    12 layers 0.164 (PyTorch path: 0.155; the random-init stack amplifies a perturbation ~9x
+    over its depth, scripts/gpu_model_check.py); the Triton path in fp32 (tf32x3 FFT matmuls,
+    PyTorch's default float32 precision): below 5e-5 for both."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     ref_model = create_model("m2_bert_80m", max_len=4096, n_layers=n_layers).cuda().eval()
@@ -103,4 +105,4 @@ def test_triton_kernels_in_bf16_as_close_to_fp32_as_the_torch_path(n_layers):
     print(f"{n_layers} layers: torch bf16 {torch_bf16:.4f} triton bf16 {triton_bf16:.4f} "
           f"triton fp32 {triton_fp32:.4f}")  # fmt: skip
     assert triton_bf16 < max(1e-2, 1.25 * torch_bf16)
-    assert triton_fp32 < (1e-2 if n_layers == 1 else 0.05)  # tf32 matmuls inside the FFT
+    assert triton_fp32 < 1e-3  # float32-accurate (tf32x3) matmuls inside the FFT
