@@ -41,7 +41,9 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want).norm() / want.norm().clamp_min(1e-30)).item()
 
 
-def _parity(fast, twin, inputs: list[torch.Tensor | None], dtype, tol: float, grads=True) -> None:
+def _assert_parity(
+    fast, twin, inputs: list[torch.Tensor | None], dtype, tol: float, grads=True
+) -> None:
     """Run ``fast`` on ``inputs`` (float tensors cast to ``dtype``; float32 ones stay float32
     where the kernel keeps them so) and ``twin`` on the same values in float64; compare the
     outputs and, with ``grads``, the gradients of a random projection of every output."""
@@ -90,7 +92,7 @@ def test_blockdiag(dtype, m, nblocks, out_block, in_block, bias):
     x = _randn(m, nblocks * in_block, dtype=dtype)
     w = _randn(nblocks, out_block, in_block, dtype=dtype, scale=in_block**-0.5)
     b = _randn(nblocks * out_block, dtype=dtype) if bias else None
-    _parity(blockdiag_matmul, reference.blockdiag_matmul, [x, w, b], dtype, TOL[dtype])
+    _assert_parity(blockdiag_matmul, reference.blockdiag_matmul, [x, w, b], dtype, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -104,7 +106,7 @@ def test_monarch(dtype, m, nblocks, p, r, s):
     x = _randn(m, nblocks * p, dtype=dtype)
     w1 = _randn(nblocks, r, p, dtype=dtype, scale=p**-0.5)
     w2 = _randn(nblocks, s, r, dtype=dtype, scale=r**-0.5)
-    _parity(monarch_matmul, reference.monarch_matmul, [x, w1, w2], dtype, TOL[dtype])
+    _assert_parity(monarch_matmul, reference.monarch_matmul, [x, w1, w2], dtype, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -118,7 +120,7 @@ def test_blockdiag_glu(dtype, m, nblocks, out_block, in_block):
     torch.manual_seed(m)
     h = _randn(m, nblocks * in_block, dtype=dtype)
     w = _randn(nblocks, out_block, in_block, dtype=dtype, scale=in_block**-0.5)
-    _parity(blockdiag_glu, reference.blockdiag_glu, [h, w], dtype, TOL[dtype])
+    _assert_parity(blockdiag_glu, reference.blockdiag_glu, [h, w], dtype, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -129,7 +131,8 @@ def test_add_layer_norm(dtype, m, d):
     torch.manual_seed(m)
     x, res = _randn(m, d, dtype=dtype, scale=3), _randn(m, d, dtype=dtype)
     weight, bias = _randn(d) + 1, _randn(d)  # LayerNorm parameters stay float32
-    _parity(add_layer_norm, reference.add_layer_norm, [x, res, weight, bias], dtype, TOL[dtype])
+    inputs = [x, res, weight, bias]
+    _assert_parity(add_layer_norm, reference.add_layer_norm, inputs, dtype, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -143,7 +146,7 @@ def test_short_conv_gate(dtype, batch, seqlen, d, taps):
     torch.manual_seed(seqlen + d)
     z = _randn(batch, seqlen, 3 * d, dtype=dtype)
     w, b = _randn(3 * d, taps, scale=0.5), _randn(3 * d)  # conv parameters stay float32
-    _parity(short_conv_gate, reference.short_conv_gate, [z, w, b], dtype, TOL[dtype])
+    _assert_parity(short_conv_gate, reference.short_conv_gate, [z, w, b], dtype, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -155,7 +158,7 @@ def test_gate_out(dtype, batch, seqlen, d, with_res):
     y = _randn(batch, d, seqlen)  # the FFT convolution's float32 output
     x2 = _randn(batch, d, seqlen, dtype=dtype)
     res = _randn(batch, d, seqlen) if with_res else None
-    _parity(gate_out, reference.gate_out, [y, x2, res], dtype, TOL[dtype])
+    _assert_parity(gate_out, reference.gate_out, [y, x2, res], dtype, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -164,7 +167,7 @@ def test_transpose(dtype, shape):
     from m2bench.kernels.gating_triton import transpose
 
     x = _randn(*shape, dtype=dtype)
-    _parity(transpose, reference.transpose, [x], dtype, 1e-7)  # a copy: exact
+    _assert_parity(transpose, reference.transpose, [x], dtype, 1e-7)  # a copy: exact
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -185,7 +188,7 @@ def test_fft_conv(dtype, batch, channels, seqlen, bidirectional):
     k_fwd = _randn(channels, seqlen, scale=seqlen**-0.5)  # filters stay float32, as in the layer
     k_rev = _randn(channels, seqlen, scale=seqlen**-0.5) if bidirectional else None
     skip = _randn(channels)
-    _parity(fft_conv, reference.fft_conv, [x, k_fwd, k_rev, skip], dtype, FFT_TOL[dtype])
+    _assert_parity(fft_conv, reference.fft_conv, [x, k_fwd, k_rev, skip], dtype, FFT_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
@@ -201,7 +204,7 @@ def test_fft_conv_gated_inference(dtype, batch, channels, seqlen):
     k_fwd, k_rev = (_randn(channels, seqlen, scale=seqlen**-0.5) for _ in range(2))
     skip = _randn(channels)
     with torch.no_grad():
-        _parity(fft_conv, reference.fft_conv, [x, k_fwd, k_rev, skip, gate, add], dtype,
+        _assert_parity(fft_conv, reference.fft_conv, [x, k_fwd, k_rev, skip, gate, add], dtype,
                 FFT_TOL[dtype], grads=False)  # fmt: skip
 
 
@@ -226,7 +229,7 @@ def test_three_pass_fft_conv(dtype, batch, channels, seqlen):
         return reference.fft_conv(x, k_fwd.double(), k_rev.double(), skip, gate, add)
 
     with torch.no_grad():
-        _parity(fast, twin, [x, skip, gate, add], dtype, FFT_TOL[dtype], grads=False)
+        _assert_parity(fast, twin, [x, skip, gate, add], dtype, FFT_TOL[dtype], grads=False)
 
 
 @pytest.mark.parametrize("batch,channels,seqlen", [(1, 3, 4097), (2, 768, 32768)])
@@ -249,4 +252,4 @@ def test_three_pass_fft_conv_bf16_scratch(batch, channels, seqlen):
         return reference.fft_conv(x, k_fwd.double(), k_rev.double(), skip, gate, add)
 
     with torch.no_grad():
-        _parity(fast, twin, [x, skip, gate, add], torch.bfloat16, 3e-2, grads=False)
+        _assert_parity(fast, twin, [x, skip, gate, add], torch.bfloat16, 3e-2, grads=False)

@@ -159,8 +159,10 @@ def _check_dtype(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} dtype {x.dtype} is not supported; use one of {DTYPES}")
 
 
-def _grid(batch: int, seqlen: int, width: int) -> tuple[int, int, int]:
-    return (triton.cdiv(seqlen, _BLOCK_L), triton.cdiv(width, _BLOCK_D), batch)
+def _grid(
+    batch: int, seqlen: int, width: int, block_l: int = _BLOCK_L, block_d: int = _BLOCK_D
+) -> tuple[int, int, int]:
+    return (triton.cdiv(seqlen, block_l), triton.cdiv(width, block_d), batch)
 
 
 def short_conv_gate_fwd(
@@ -185,8 +187,7 @@ def short_conv_gate_fwd(
     pre = torch.empty(batch, d, seqlen, device=z.device, dtype=torch.float32)
     x2 = torch.empty(batch, d, seqlen, device=z.device, dtype=z.dtype)
     b = b.contiguous()
-    grid = (triton.cdiv(seqlen, _CONV_BLOCK_L), triton.cdiv(d, _CONV_BLOCK_D), batch)
-    _short_conv_gate_kernel[grid](
+    _short_conv_gate_kernel[_grid(batch, seqlen, d, _CONV_BLOCK_L, _CONV_BLOCK_D)](
         z, w, b, pre, x2, seqlen, d, *z.stride(), *w.stride(), *pre.stride(),
         K=w.shape[1], BLOCK_L=_CONV_BLOCK_L, BLOCK_D=_CONV_BLOCK_D,
     )  # fmt: skip

@@ -236,14 +236,19 @@ class ImplicitLongConv(nn.Module):
         kernels' spectrum is kept between calls (:meth:`_spectrum`), so inference does not
         re-evaluate the filter MLPs. Otherwise the cuFFT path.
         """
-        from m2bench.kernels import fftconv_triton as fc
+        if self.kernel == "triton":
+            from m2bench.kernels import fftconv_triton as fc
 
-        if self.kernel == "triton" and uses_triton_fft(x.shape[-1], fc.default_precision(x)):
-            if not torch.is_grad_enabled():
-                spec = self._spectrum(x.shape[-1], x.device, fc.default_precision(x))
-                return fc.fft_conv_spectrum(x, spec, self.skip, gate, add, out_dtype=out_dtype)
-            k_fwd, k_rev = self.filter(x.shape[-1])
-            return fc.fft_conv(x, k_fwd, k_rev, self.skip, gate, add, out_dtype=out_dtype)
+            precision = fc.default_precision(x)
+            if uses_triton_fft(x.shape[-1], precision):
+                if not torch.is_grad_enabled():
+                    spec = self._spectrum(x.shape[-1], x.device, precision)
+                    return fc.fft_conv_spectrum(
+                        x, spec, self.skip, gate, add, out_dtype=out_dtype, precision=precision
+                    )
+                k_fwd, k_rev = self.filter(x.shape[-1])
+                return fc.fft_conv(x, k_fwd, k_rev, self.skip, gate, add, out_dtype=out_dtype,
+                                   precision=precision)  # fmt: skip
         k_fwd, k_rev = self.filter(x.shape[-1])
         return gate_add(fft_conv(x, k_fwd, k_rev, self.skip), gate, add, out_dtype or x.dtype)
 
