@@ -67,10 +67,8 @@ def main(verbose: bool) -> None:
 @click.option("--data-dir", type=click.Path(), help="Read the task's data from this folder.")
 @click.option(
     "--out",
-    default="runs",
-    show_default=True,
     type=click.Path(),
-    help="Write OUT/<task>/<model>/metrics.json (and rankings) here.",
+    help="Write OUT/<task>/<model>/metrics.json (and rankings) here [default: runs].",
 )
 @click.option("--limit", type=int, help="Evaluate only the first N examples (queries).")
 @click.option("--batch-size", type=int, help="Evaluation batch size.")
@@ -92,7 +90,11 @@ def main(verbose: bool) -> None:
     help="Tasks that train: continue from the last checkpoint in OUT/<task>/<model>/checkpoints.",
 )
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings.")
-@click.option("--pred-len", type=int, help="Forecasting tasks: horizon H (= task.pred_len=H).")
+@click.option(
+    "--pred-len",
+    type=click.IntRange(min=1),
+    help="Forecasting tasks: horizon H (= task.pred_len=H).",
+)
 @click.option(
     "--protocol",
     type=click.Choice(["tslib", "clean"]),
@@ -257,8 +259,8 @@ def train(
     from m2bench.finetune import finetune
 
     _single_process("train")
-    extra = [f"train.max_steps={max_steps}"] if max_steps else []
-    extra += [f"train.epochs={epochs}"] if epochs else []
+    extra = [f"train.max_steps={max_steps}"] if max_steps is not None else []
+    extra += [f"train.epochs={epochs}"] if epochs is not None else []
     res = finetune(
         task,
         model,
@@ -298,17 +300,21 @@ def train(
     "--tokens-per-batch",
     default=65536,
     show_default=True,
-    type=int,
-    help="Batch size = tokens / L (halved on out-of-memory).",
+    type=click.IntRange(min=1),
+    help="Batch size = tokens / L, at least 1 (halved on out-of-memory).",
 )
 @click.option(
     "--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--warmup", default=3, show_default=True, type=int)
-@click.option("--repeats", default=10, show_default=True, type=int)
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--repeats", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(), help="CSV file [results/bench_<gpu>.csv]; PNG beside it.")
-@click.option("--append", is_flag=True, help="Keep the CSV's rows this call does not redo.")
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Keep the CSV's rows this call does not redo (same model, mode, L, precision, device).",
+)
 @click.option("--no-progress", is_flag=True)
 @click.argument("overrides", nargs=-1, metavar="[model.FIELD=VALUE]...")
 @_friendly
@@ -329,7 +335,9 @@ def bench(
     """Throughput (tokens/ms), latency and peak memory of models over sequence lengths.
 
     model.FIELD=VALUE sets a config field on every model that has it (e.g. model.kernel=triton);
-    the CSV's model column then names it (m2_bert_80m[kernel=triton]).
+    the CSV's model column then names it (m2_bert_80m[kernel=triton]). A field that no model of
+    the sweep has is an error. A model that raises while measured is recorded (status failed)
+    and the command exits 1 after writing the CSV.
     """
     from pathlib import Path
 
@@ -368,6 +376,11 @@ def bench(
     table = df.pivot_table(index=["model", "mode"], columns="seq_len", values="tokens_per_ms")
     click.echo("tokens/ms (batch = tokens per batch / L):\n" + table.round(1).to_string())
     click.echo(f"wrote {path} and {path.with_suffix('.png')}")
+    failed = [r for r in rows if r.status == "failed"]
+    for r in failed:
+        click.echo(f"FAILED: {r.model} {r.mode} L={r.seq_len}: {r.error}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 def _model_overrides(items: tuple[str, ...]) -> dict[str, Any]:

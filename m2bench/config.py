@@ -8,6 +8,8 @@ Precedence, lowest first: RunConfig defaults < task defaults < model defaults < 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,13 +64,26 @@ class RunConfig:
         merged: dict[str, Any] = {"model_overrides": {}, "task_options": {}}
         layers = [dict(task_defaults), dict(model_defaults)]
         if config_file:
-            layers.append(_read_yaml(config_file))
+            layer = _read_yaml(config_file)
+            for key, want in (("task", task), ("model", model)):  # as a saved config.yaml has them
+                if key in layer and (named := layer.pop(key)) != want:
+                    raise ConfigError(
+                        f"config file {config_file} names {key} {named!r}, the command "
+                        f"{want!r}; pass --{key} {named} or drop the file's {key}: line"
+                    )
+            layers.append(layer)
         layers.append(parse_overrides(overrides))
         layers.append({k: v for k, v in dict(flags).items() if v is not None})
         for layer in layers:
             for key, value in layer.items():
                 _merge(merged, key, value)
         merged["task"], merged["model"] = task, model
+        kinds = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in merged.items():  # each setting as its field's kind (batch_size=abc)
+            if key not in ("task", "model", "seeds", "model_overrides", "task_options"):
+                default = kinds[key].default
+                merged[key] = _typed(value, default if default is not dataclasses.MISSING
+                                     else None, str(kinds[key].type), key)  # fmt: skip
         cfg = cls(**merged)
         cfg.validate()
         return cfg
@@ -83,18 +98,25 @@ class RunConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2^32), got {self.seed}")
         if self.seeds is not None:
             raw = self.seeds
             raw = raw.split(",") if isinstance(raw, str) else [raw] if isinstance(raw, int) else raw
             try:
                 seeds = tuple(int(s) for s in raw)
-                if not seeds:
+                if not seeds or not all(0 <= s < 2**32 for s in seeds):
                     raise ValueError
             except (TypeError, ValueError):
                 raise ConfigError(
-                    f"seeds must be integers like 1,2,3; got {self.seeds!r}"
+                    f"seeds must be integers in [0, 2^32) like 1,2,3; got {self.seeds!r}"
                 ) from None
             object.__setattr__(self, "seeds", seeds)
+            object.__setattr__(self, "seed", seeds[0])  # the run's seed is the first job's
         if self.init not in ("pretrained", "random"):
             raise ConfigError(f"init {self.init!r} is not one of pretrained, random")
         if self.sample and self.data_dir:
@@ -131,6 +153,8 @@ def _merge(merged: dict[str, Any], key: str, value: Any) -> None:
         merged["task_options"] = {**merged["task_options"], key[5:]: value}
     elif key in FIELDS and key not in ("task", "model"):
         merged[key] = value
+    elif key in ("task", "model"):
+        raise ConfigError(f"{key} is chosen with --{key}, not as a setting ({key}={value!r})")
     else:
         hint = suggest(key, FIELDS)
         raise ConfigError(
@@ -184,10 +208,13 @@ def apply_options(
     """``base`` (a task's frozen recipe dataclass) with its ``task.<field>=`` options applied.
 
     Options named in ``extra`` are accepted but left to the caller; any other unknown option
-    raises. A tuple-valued field given as a string (``task.betas=0.9,0.95``) is split into floats.
+    raises. Each value must be of its field's kind (a number for a number, ``true``/``false``
+    for a flag); a tuple-valued field given as a string (``task.betas=0.9,0.95``) is split into
+    floats.
 
     Raises:
-        ConfigError: an option the recipe does not have, naming the valid ones.
+        ConfigError: an option the recipe does not have, naming the valid ones, or a value of
+            the wrong kind, naming the option.
     """
     names = {f.name for f in dataclasses.fields(base)}
     bad = sorted(set(options) - names - set(extra))
@@ -197,8 +224,50 @@ def apply_options(
             f"unknown {what} option {bad[0]!r}{hint}; valid: task."
             + ", task.".join(sorted(names | set(extra)))
         )
-    updates = {k: v for k, v in options.items() if k in names}
-    for key, value in updates.items():
-        if isinstance(value, str) and isinstance(getattr(base, key), tuple):
-            updates[key] = tuple(float(x) for x in value.split(","))
+    types = {f.name: str(f.type) for f in dataclasses.fields(base)}
+    updates = {
+        k: _typed(v, getattr(base, k), types[k], f"{what} option task.{k}")
+        for k, v in options.items()
+        if k in names
+    }
     return dataclasses.replace(base, **updates)
+
+
+def _typed(value: Any, default: Any, annotation: str, name: str) -> Any:
+    """``value`` as the type of the field it sets (its default's type, else its annotation's).
+
+    Raises:
+        ConfigError: a value of another kind (``task.epochs=abc``), naming the field.
+    """
+    if value is None and (default is None or "None" in annotation):
+        return None
+    words = set(re.findall(r"\w+", annotation))  # the annotation names the kind; else the default
+    kind = next((t for t in (float, int, bool, str) if t.__name__ in words), None)
+    if kind is None:
+        if default is None:
+            return value
+        kind = type(default)
+    if isinstance(default, tuple) or "tuple" in words:
+        if isinstance(value, str):
+            try:
+                return tuple(float(x) for x in value.split(","))
+            except ValueError:
+                raise ConfigError(f"{name} must be numbers like 0.9,0.95, got {value!r}") from None
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if kind is int:
+            if float(value) != int(value):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            return int(value)
+        return float(value)
+    if kind is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{name} must be a text value, got {value!r}")
+        return str(value)
+    return value

@@ -1,9 +1,10 @@
 """MLflow runs -> one row per (task, version, setting, model, weights, data, hardware) -> CSV.
 
 The latest FINISHED run of each group is kept; sample runs are left out unless asked for. Rows
-are ranked only within (task, task version, setting, data source, hardware): numbers from
-different protocol versions, settings (e.g. forecast horizons), data or GPUs are never ranked
-against each other. The file is written atomically and is
+are ranked only within (task, task version, setting, training budget, data source, hardware):
+numbers from different protocol versions, settings (e.g. forecast horizons), training bounds
+(``--max-steps``/``--epochs`` against the task's recipe), data or GPUs are never ranked against
+each other. The file is written atomically and is
 byte-identical when regenerated from the same runs.
 """
 
@@ -23,13 +24,21 @@ from m2bench.registry import get_task
 log = logging.getLogger(__name__)
 # ``setting``: a run tag for what else makes two runs incomparable (a forecast horizon, an lm-eval
 # task); empty for tasks that have none
-GROUP = ["task", "task_version", "setting", "data_source", "data_revision", "hardware"]
-KEY = [*GROUP, "model", "init", "weights_source"]
+# ``subtask`` and ``eval_limit``: a run of one subtask or of the first N examples scores other
+# data than a full run, so it is ranked apart from it; ``model_overrides``: the run's
+# ``model.<field>=`` settings, a variant of the model with its own row
+GROUP = ["task", "task_version", "setting", "budget", "subtask", "eval_limit", "data_source",
+         "data_revision", "hardware"]  # fmt: skip
+KEY = [*GROUP, "model", "model_overrides", "init", "weights_source"]
 TAG_COLUMNS = [
     "task",
     "task_version",
     "setting",
+    "budget",
+    "subtask",
+    "eval_limit",
     "model",
+    "model_overrides",
     "family",
     "kind",
     "data_source",
@@ -59,7 +68,7 @@ def collect(task: str | None = None, *, include_sample: bool = False) -> pd.Data
         runs[col] = runs.get(f"tags.{col}", pd.Series(index=runs.index, dtype=object)).fillna("")
     if task is not None:
         runs = runs[runs["task"] == task]
-    runs = runs[runs["stage"] != "train"]  # training runs carry no evaluation
+    runs = runs[~runs["stage"].isin(["train", "bench"])]  # no evaluation in these
     if not include_sample:
         runs = runs[runs["sample"] != "true"]
     if runs.empty:
@@ -99,7 +108,7 @@ FRONT = ["rank", "task", "task_version", "model", "family", "main_metric", "scor
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
-        return pd.DataFrame(columns=FRONT + TAG_COLUMNS[5:] + ["run_id"])
+        return pd.DataFrame(columns=FRONT + [c for c in TAG_COLUMNS if c not in FRONT] + ["run_id"])
     front = FRONT
     quality = sorted(
         c
@@ -144,8 +153,16 @@ def plot(df: pd.DataFrame, path: str | Path) -> list[Path]:
         if xcol is None:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for hw, grp in rows.groupby("hardware", sort=True):
-            ax.scatter(grp[xcol], grp["score"], label=hw, s=40)
+        # one series per ranking group (setting, budget, data, hardware, ...): points of
+        # different groups are not comparable, so they never share a colour
+        for key, grp in rows.groupby([*GROUP[2:], "sample"], sort=True, dropna=False):
+            shown = dict(zip([*GROUP[2:], "sample"], key, strict=True))
+            label = " | ".join(
+                str(v) if k != "sample" else "sample"
+                for k, v in shown.items()
+                if v not in ("", "all", "false") and k != "data_revision" and pd.notna(v)
+            )
+            ax.scatter(grp[xcol], grp["score"], label=label or "all", s=40)
             for _, r in grp.iterrows():
                 ax.annotate(
                     r["model"],

@@ -177,7 +177,8 @@ def train(
         cfg: optimisation settings.
         device: where the model is.
         precision: autocast precision (``fp32`` = none).
-        on_step: called after each optimizer step with (step, mean loss, lr).
+        on_step: called after each optimizer step with (step, mean loss, lr), where step counts
+            from 1 and lr is the one that step used (of the last parameter group).
         batch_size: samples in a micro-batch (for throughput); under torchrun every rank sees
             the global batch and trains on its slice (:mod:`m2bench.distributed`), so the
             throughput counts the samples of all ranks.
@@ -240,6 +241,7 @@ def train(
                                        "lower the learning rate or use precision=fp32")  # fmt: skip
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                lr = opt.param_groups[-1]["lr"]  # the lr this step uses (set_lr moves it on)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 result.losses.append(mean)
@@ -249,7 +251,7 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean:.4f}")
                 if on_step is not None:
-                    on_step(result.steps, mean, opt.param_groups[-1]["lr"])
+                    on_step(result.steps, mean, lr)
                 if on_throughput is not None and result.steps % throughput_every == 0:
                     on_throughput(result.steps, *rate.read())
                 done = result.steps >= n_steps

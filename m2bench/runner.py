@@ -75,6 +75,7 @@ def run(
     out_root = prepare_out(Path(c.out) / spec.name)
     if dist.main:  # only rank 0 talks to MLflow
         tracking.preflight(spec.name)
+    _check_task_options(plugin, c.task_options)
     data = plugin.load(
         "test",
         limit=c.limit,
@@ -84,6 +85,25 @@ def run(
         **c.task_options,
     )
     return [_run_one(plugin, data, cfg, out_root, progress) for cfg in cfgs]
+
+
+def _check_task_options(plugin, options) -> None:
+    """A ``task.<option>=`` that the task's ``load`` does not take is an error (a task whose
+    ``load`` takes ``**options`` checks them itself)."""
+    import inspect
+
+    params = inspect.signature(plugin.load).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(set(params) - {"self", "split", "limit", "data_dir", "sample", "subtask"})
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        from m2bench.registry import suggest
+
+        raise ConfigError(
+            f"unknown {plugin.spec.name} option task.{bad[0]}{suggest(bad[0], valid)}; valid: "
+            + (", ".join(f"task.{v}" for v in valid) or "none")
+        )
 
 
 def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
@@ -103,6 +123,13 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
         flags={**flags, "subtask": subtask},
     )
     check_weights_options(mspec, cfg.init, cfg.checkpoint)
+    if cfg.seeds is not None and not spec.trains:
+        raise ConfigError(f"--seeds: task {spec.name!r} does not train; use --seed for its runs")
+    if spec.batches_by_recipe and cfg.batch_size != RunConfig.batch_size:
+        raise ConfigError(
+            f"batch_size: {spec.name} trains and tests in its protocol's batches; set "
+            f"task.batch_size={cfg.batch_size} instead of --batch-size"
+        )
     resolve_device(cfg)  # --device cuda without a GPU fails here, before any compute
     if cfg.sample:  # the sample is a quick offline check: its rows, and a few steps if it trains
         steps = cfg.max_steps or (SAMPLE_STEPS if spec.trains else None)
@@ -131,19 +158,36 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
     run = tracking.start_run(spec.name, cfg.model, tags) if main else _RankRun()
     out_dir = out_root / cfg.model
     out_dir.mkdir(parents=True, exist_ok=True)
+    if main:  # the last run's files (in its MLflow artifacts) must not pass for this run's
+        for old in out_dir.iterdir():  # weights (*.pt) and folders (checkpoints) stay
+            if old.is_file() and old.suffix != ".pt":
+                old.unlink()
     try:
-        run.log_params({**cfg.flat(), **model_config_params(model)})
+        flat = cfg.flat()
+        run.log_params(flat)
+        built: list[dict[str, Any]] = []  # model.* of the models the task trains (its geometry)
+
+        def model_params() -> dict[str, Any]:
+            """The trained models' ``model.*`` fields where all agree, else this instance's."""
+            params = built[0] if built else model_config_params(model)
+            return {k: v for k, v in params.items() if k not in flat}
+
+        def build_model(**geometry):  # the task may fix input shapes (e.g. a forecast horizon)
+            net = create_model(cfg.model, init=cfg.init, checkpoint=cfg.checkpoint,
+                               **{**cfg.model_overrides, **geometry}).to(device)  # fmt: skip
+            params = model_config_params(net)
+            built[:] = [{k: v for k, v in built[0].items() if params.get(k) == v} if built
+                        else params]  # fmt: skip
+            return net
+
+        if not spec.trains:
+            run.log_params(model_params())
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         run.log_text(tracking.environment_text(), "env.txt")
         train_ctx = {}
         if spec.trains:  # fine-tuning jobs build fresh weights; this instance only gave the specs
             train_ctx = dict(
-                build_model=lambda **geometry: create_model(  # the task may fix input shapes
-                    cfg.model,
-                    init=cfg.init,
-                    checkpoint=cfg.checkpoint,
-                    **{**cfg.model_overrides, **geometry},
-                ).to(device),
+                build_model=build_model,
                 seeds=cfg.seeds or (cfg.seed,),
                 max_steps=cfg.max_steps,
                 epochs=cfg.epochs,
@@ -162,7 +206,7 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
             **train_ctx,
         )
         timing.reset_peak_memory(device)  # each run's own peak, not the process's so far
-        result = plugin.evaluate(model, data, ctx)
+        result = _evaluate(plugin, model, data, ctx)
         score = result.metrics.get(spec.metric)
         if score is None or not np.isfinite(score):
             raise ModelFailure(f"task {spec.name} returned no finite {spec.metric} ({score})")
@@ -174,6 +218,8 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         if main:
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         run.log_metrics(metrics)
+        if spec.trains:
+            run.log_params(model_params())
         run.set_tags(result.tags)
         run.log_artifacts(out_dir)
         run.end("FINISHED")
@@ -187,6 +233,36 @@ def _run_one(plugin, data, cfg: RunConfig, out_root: Path, progress: bool) -> Ru
         run.log_text(traceback.format_exc(), "error.txt")
         run.end("FAILED", error=error)
         return RunResult(cfg.model, "FAILED", run_id=run.run_id, error=error)
+
+
+def _evaluate(plugin, model, data, ctx: EvalContext):
+    """``plugin.evaluate`` once, or once per seed (each in ``out_dir/seed<S>``) for a task that
+    trains but runs one seed itself: then each metric is the mean over seeds, ``<metric>_std``
+    its sample standard deviation, and ``<metric>`` of each seed is kept as ``seed<S>/<metric>``
+    for the quality metrics."""
+    spec = plugin.spec
+    if not spec.trains or spec.multi_seed or len(ctx.seeds) < 2:
+        return plugin.evaluate(model, data, ctx)
+    runs = {}
+    for seed in ctx.seeds:
+        out_dir = Path(ctx.out_dir) / f"seed{seed}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log.info("%s: seed %d of %s", spec.name, seed, ctx.seeds)
+        runs[seed] = plugin.evaluate(model, data, replace(ctx, seeds=(seed,), out_dir=out_dir))
+    first = runs[ctx.seeds[0]]
+
+    def mean(get) -> dict[str, float]:
+        return {k: float(np.mean([get(r)[k] for r in runs.values()])) for k in get(first)}
+
+    metrics = mean(lambda r: r.metrics)
+    for key in first.metrics:
+        if key.startswith("train/") or key.endswith("n_eval") or key == "params_m":
+            continue
+        values = [r.metrics[key] for r in runs.values()]
+        metrics[f"{key}_std"] = float(np.std(values, ddof=1))
+        metrics.update({f"seed{s}/{key}": r.metrics[key] for s, r in runs.items()})
+    tags = {**first.tags, "seeds": ",".join(map(str, ctx.seeds))}
+    return type(first)(metrics, mean(lambda r: r.perf), mean(lambda r: r.summary), tags)
 
 
 class _RankRun:

@@ -94,6 +94,20 @@ def weights_tags(mspec: Any, cfg: RunConfig) -> dict[str, str]:
     return tags
 
 
+def training_budget(spec: Any, cfg: RunConfig) -> str:
+    """How training was bounded, for tasks that train: ``recipe`` (the task's own recipe), or
+    ``max_steps=N`` / ``epochs=E`` where the run cut or changed it; empty for tasks that do not
+    train. The leaderboard never ranks runs of different budgets against each other."""
+    if not spec.trains:
+        return ""
+    bounds = []
+    if cfg.max_steps is not None:
+        bounds.append(f"max_steps={cfg.max_steps}")
+    if cfg.epochs is not None:
+        bounds.append(f"epochs={cfg.epochs:g}")
+    return " ".join(bounds) or "recipe"
+
+
 def run_tags(
     stage: str,
     spec: Any,
@@ -120,7 +134,10 @@ def run_tags(
         "tf32": "false",
         **weights_tags(mspec, cfg),
         "seed": cfg.seed,
+        "budget": training_budget(spec, cfg),
         "subtask": cfg.subtask or "all",
+        "eval_limit": str(cfg.limit) if cfg.limit is not None else "all",
+        "model_overrides": " ".join(f"{k}={v}" for k, v in sorted(cfg.model_overrides.items())),
         **data.provenance,
         **tracking.hardware(device),
         **tracking.provenance(),

@@ -58,6 +58,12 @@ class TaskSpec:
     #: RunConfig defaults of this task, below the model's and the user's (e.g. the image geometry
     #: it gives every model: ``{"model.img_size": 28, "model.in_chans": 1}``)
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: the task runs one fine-tuning job per seed itself (``ctx.seeds``) and reports mean and
+    #: ``_std``; otherwise the runner calls ``evaluate`` once per seed and aggregates the same way
+    multi_seed: bool = False
+    #: the task batches training and test by its recipe's ``task.batch_size`` (its protocol's
+    #: batches), so the runner refuses ``--batch-size`` (the evaluation batch elsewhere)
+    batches_by_recipe: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:

@@ -6,17 +6,21 @@ Definitions (stated again in results/README.md):
 - tokens/s counts the tokens fed to the model, padding included (B x L per step);
 - latency is the median over repeated calls after warm-up calls that are not counted;
 - peak memory is the CUDA allocator's peak on a GPU, and the process's peak resident set size on
-  the CPU (which includes everything the process holds, not just the model).
+  the CPU (which includes everything the process holds, not just the model); on Linux each
+  :func:`reset_peak_memory` starts a new CPU window, elsewhere the CPU peak is the process's
+  lifetime peak.
 """
 
 from __future__ import annotations
 
+import re
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,11 +54,19 @@ class Stopwatch:
 def latency_ms(
     fn: Callable[[int], object], n: int, device: torch.device, *, warmup: int = 2
 ) -> float:
-    """Median milliseconds of ``fn(i)`` over ``i = 0..n-1`` after ``warmup`` uncounted calls."""
+    """Median milliseconds of ``fn(i)`` over ``i = 0..n-1`` after ``warmup`` uncounted calls.
+
+    Warm-up call ``k`` gets ``i = k mod n``, so ``fn`` may index ``n`` items; NaN when ``n < 1``.
+
+    Raises:
+        ValueError: ``warmup`` is negative.
+    """
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, not {warmup}")
     if n < 1:
         return float("nan")
-    for i in range(min(warmup, n)):
-        fn(i)
+    for k in range(warmup):
+        fn(k % n)
     times = []
     for i in range(n):
         with Stopwatch(device) as sw:
@@ -63,16 +75,43 @@ def latency_ms(
     return statistics.median(times)
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak-memory window on ``device`` (no-op on the CPU, whose peak is lifelong)."""
+# Linux: writing "5" to clear_refs resets the process's RSS high-water mark (VmHWM) to its
+# current RSS (proc(5)); other systems offer no way to reset the peak (ru_maxrss)
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window on ``device``.
+
+    Returns:
+        False where the CPU peak cannot be reset (not Linux, or /proc not writable): the CPU
+        peak is then the process's lifetime peak, which includes earlier runs of the process.
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def peak_memory_gb(device: torch.device) -> float:
-    """Peak memory in GB (1e9 bytes): CUDA allocator peak, or the process's peak RSS on the CPU."""
+    """Peak memory in GB (1e9 bytes) since :func:`reset_peak_memory`.
+
+    CUDA: the allocator's peak. CPU: the process's peak RSS, read from VmHWM on Linux (the
+    window :func:`reset_peak_memory` starts), else ``ru_maxrss`` (the lifetime peak).
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
+    try:
+        hwm = re.search(r"^VmHWM:\s*(\d+)\s*kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        hwm = None
+    if hwm:
+        return int(hwm.group(1)) * 1024 / 1e9
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss * (1 if sys.platform == "darwin" else 1024) / 1e9
 

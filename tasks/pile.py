@@ -92,7 +92,18 @@ class Recipe:
 
 
 def _recipe(options: dict[str, Any]) -> Recipe:
-    return apply_options(Recipe(), options, what="pile")
+    recipe = apply_options(Recipe(), options, what="pile")
+    positive = ("train_tokens", "epochs", "batch_size", "accum", "lr", "checkpoint_every")
+    for name in positive:
+        if not getattr(recipe, name) > 0:
+            raise ConfigError(f"task.{name} must be > 0, got {getattr(recipe, name)!r}")
+    for name in ("seq_len", "eval_batch_size", "weight_decay", "warmup_frac", "min_lr_frac",
+                 "clip_grad"):  # fmt: skip
+        if not getattr(recipe, name) >= 0:
+            raise ConfigError(f"task.{name} must be >= 0, got {getattr(recipe, name)!r}")
+    if recipe.seq_len == 1:
+        raise ConfigError("task.seq_len must be >= 2 (a context and a next token), or 0")
+    return recipe
 
 
 SPEC = TaskSpec(
@@ -416,8 +427,9 @@ def _train(lm, rows: list[dict], seq_len: int, recipe: Recipe, ctx: EvalContext)
     # this process's tokens only: a resumed run's checkpoint carries the earlier ones
     step_tokens = recipe.batch_size * recipe.accum * seq_len
     tokens_s = (result.steps - result.resumed_from) * step_tokens / max(result.seconds, 1e-9)
+    samples = (result.steps - result.resumed_from) * recipe.batch_size * recipe.accum
     perf = {"perf/train_tokens_per_s": tokens_s,
-            "perf/train_samples_per_s": result.samples / max(result.seconds, 1e-9)}  # fmt: skip
+            "perf/train_samples_per_s": samples / max(result.seconds, 1e-9)}  # fmt: skip
     if flops and peak:
         perf["perf/mfu"] = tokens_s * flops / peak
     metrics = {"train/steps": float(result.steps), "train_final_loss": result.losses[-1],

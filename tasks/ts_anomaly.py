@@ -132,6 +132,7 @@ SPEC = TaskSpec(
     model_kinds=("forecast",),
     sample_size=8192,
     trains=True,
+    batches_by_recipe=True,
     subtasks=tuple(SETS),
     metrics=("f1", "precision", "recall", "accuracy", "pa_f1", "pa_precision", "pa_recall"),
     description="reconstruction anomaly detection: raw and point-adjusted P/R/F1",
@@ -232,7 +233,8 @@ class TsAnomaly:
         series, limit = data.tables["series"][0], data.tables["limit"][0]
         info, length = SETS[series.name], recipe.seq_len
         ratio = float(recipe.anomaly_ratio) or info.ratio
-        step, epochs = recipe.step or info.step, recipe.epochs or info.epochs
+        step = recipe.step or info.step
+        epochs = ts_train.max_epochs(recipe.epochs or info.epochs, ctx)
         cut = int(len(series.train) * 0.8)
         fit = series.train if recipe.protocol == "tslib" else series.train[:cut]
         val, test, labels = series.train[cut:], series.test[:limit], series.labels[:limit]
@@ -258,7 +260,7 @@ class TsAnomaly:
         tags = {"protocol": recipe.protocol, "seq_len": str(length), "step": str(step),
                 "anomaly_ratio": f"{ratio:g}", "headline": f"{headline}={scores[headline]:.4f}",
                 "setting": f"{name} ratio={ratio:g} {recipe.protocol}", "threshold_rule": rule,
-                "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={epochs} "
+                "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={epochs:g} "
                           f"patience={recipe.patience} lradj={recipe.lradj}"}  # fmt: skip
         return EvalOutput(metrics, perf, {name: scores["f1"]}, tags)
 

@@ -102,6 +102,7 @@ SPEC = TaskSpec(
     model_kinds=("forecast",),
     sample_size=512,
     trains=True,
+    batches_by_recipe=True,
     subtasks=DATASETS,
     metrics=("accuracy",),
     description="UEA multivariate classification, TSLib protocol or leak-free: accuracy",
@@ -299,7 +300,8 @@ class TsClassify:
         tags = {"protocol": recipe.protocol, "seq_len": str(seq_len),
                 "setting": f"{name} {recipe.protocol}", "validation": val,
                 "recipe": f"radam lr={recipe.lr:g} bs={recipe.batch_size} "
-                          f"epochs<={recipe.epochs} patience={recipe.patience} "
+                          f"epochs<={ts_train.max_epochs(recipe.epochs, ctx):g} "
+                          f"patience={recipe.patience} "
                           f"clip={recipe.max_grad_norm:g} lradj=constant"}  # fmt: skip
         rows = (f"{i},{a},{b}" for i, (a, b) in enumerate(zip(y["test"], pred, strict=True)))
         text = "\n".join(["index,label,prediction", *rows]) + "\n"

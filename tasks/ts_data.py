@@ -156,7 +156,8 @@ def read_series(name: str, path: Path, seq_len: int, source: str, revision: str)
     """Read, validate, reorder and scale one CSV as TSLib does.
 
     Raises:
-        DataError: no ``date`` first column, no ``OT`` column, a non-numeric or missing value.
+        DataError: no ``date`` first column, no ``OT`` column, a non-numeric, missing or
+            infinite value, a date that does not parse, too few rows for the split.
     """
     import pandas as pd
     from sklearn.preprocessing import StandardScaler
@@ -184,13 +185,22 @@ def read_series(name: str, path: Path, seq_len: int, source: str, revision: str)
     if numeric.isna().any().any():
         col = numeric.isna().any().idxmax()
         row = int(numeric[col].isna().to_numpy().argmax())
-        raise DataError(f"{path}: column {col!r} row {row + 2} is empty")
+        raise DataError(f"{path}: column {col!r} row {row + 2} is empty or NaN "
+                        f"({frame[col].iloc[row]!r}); TSLib files have no gaps")  # fmt: skip
     values = numeric.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        r, c = np.argwhere(~np.isfinite(values))[0]
+        raise DataError(f"{path}: column {channels[c]!r} row {r + 2} is not finite "
+                        f"({frame[channels[c]].iloc[r]!r})")  # fmt: skip
     try:
         dates = pd.to_datetime(frame["date"])
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: the date column does not parse ({str(exc)[:100]})") from None
-    cut = borders(DATASETS[name].split, len(values), seq_len)
+        first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else repr(exc)
+        raise DataError(f"{path}: the date column does not parse ({first})") from None
+    try:
+        cut = borders(DATASETS[name].split, len(values), seq_len)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     scaler = StandardScaler().fit(values[slice(*cut["train"])])
     return Series(name, channels, scaler.transform(values).astype(np.float32),
                   scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32), cut,

@@ -62,7 +62,26 @@ class Recipe:
 
 def _recipe(options: dict[str, Any]) -> Recipe:
     recipe = ts_train.task_recipe(Recipe(), options, "ts-forecast")
+    for name in ("pred_len", "seq_len", "label_len"):
+        if getattr(recipe, name) < 0:
+            raise ConfigError(f"task.{name} must be >= 1 (0: the dataset's), got "
+                              f"{getattr(recipe, name)}")  # fmt: skip
     return recipe
+
+
+def _windows(series: ts_data.Series, seq_len: int, pred_len: int) -> dict[str, list[int]]:
+    """Each split's window starts; a split without a window is an error, before any training.
+
+    Raises:
+        DataError: ``seq_len + pred_len`` longer than a split, naming the lengths that fit.
+    """
+    windows = {s: series.starts(s, seq_len, pred_len) for s in ("train", "validation", "test")}
+    if min(len(w) for w in windows.values()) == 0:
+        counts = ", ".join(f"{k} {len(v)}" for k, v in windows.items())
+        horizons = ", ".join(map(str, ts_data.DATASETS[series.name].horizons))
+        raise DataError(f"{series.name}: a split has no {seq_len}->{pred_len} window ({counts}); "
+                        f"pass a shorter --pred-len (its horizons: {horizons})")  # fmt: skip
+    return windows
 
 
 SPEC = TaskSpec(
@@ -82,6 +101,7 @@ SPEC = TaskSpec(
     model_kinds=("forecast",),
     sample_size=256,
     trains=True,
+    batches_by_recipe=True,
     subtasks=tuple(ts_data.DATASETS),
     metrics=("mse", "mae", "orig_mse", "orig_mae"),
     description="long-term forecasting, TSLib protocol: MSE/MAE (z-scale and original units)",
@@ -104,6 +124,7 @@ class TsForecast:
         path, source, revision = ts_data.locate(name, data_dir, sample, recipe.revision)
         seq_len = recipe.seq_len or ts_data.DATASETS[name].seq_len
         series = ts_data.read_series(name, path, seq_len, source, revision)
+        _windows(series, seq_len, recipe.pred_len or ts_data.DATASETS[name].horizons[0])
         prov = {"data_source": source, "data_revision": revision, "dataset": name}
         return LoadedData({"series": [series], "limit": [limit]}, prov)
 
@@ -122,10 +143,7 @@ class TsForecast:
         if hasattr(getattr(model, "config", None), "label_len"):  # encoder-decoder models
             geometry["label_len"] = recipe.label_len or ds.label_len  # TSLib: 48 (ILI 18)
         net = ctx.build_model(**geometry)
-        windows = {s: series.starts(s, seq_len, pred_len) for s in ("train", "validation", "test")}
-        if min(len(w) for w in windows.values()) == 0:
-            raise DataError(f"{series.name}: a split has no {seq_len}->{pred_len} window "
-                            f"({ {k: len(v) for k, v in windows.items()} })")  # fmt: skip
+        windows = _windows(series, seq_len, pred_len)
         stats = _train(net, series, windows, seq_len, pred_len, recipe, ctx)
         test = windows["test"][:limit]
         if recipe.legacy_drop_last and len(test) > recipe.batch_size:
@@ -142,8 +160,10 @@ class TsForecast:
         perf = {**stats["perf"], "perf/infer_samples_per_s": len(test) / max(seconds, 1e-9),
                 "perf/peak_mem_gb": timing.peak_memory_gb(ctx.device)}  # fmt: skip
         tags = {"protocol": recipe.protocol, "seq_len": str(seq_len), "pred_len": str(pred_len),
-                "setting": f"{series.name} {seq_len}->{pred_len} {recipe.protocol}",
-                "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={recipe.epochs} "
+                "setting": f"{series.name} {seq_len}->{pred_len} {recipe.protocol}"
+                           + (" drop_last" if recipe.legacy_drop_last else ""),
+                "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} "
+                          f"epochs<={ts_train.max_epochs(recipe.epochs, ctx):g} "
                           f"patience={recipe.patience} lradj={recipe.lradj}",
                 "legacy_drop_last": str(recipe.legacy_drop_last).lower(),
                 "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none",

@@ -95,6 +95,7 @@ SPEC = TaskSpec(
     model_kinds=("forecast",),
     sample_size=256,
     trains=True,
+    batches_by_recipe=True,
     subtasks=DATASETS,
     metrics=("mse", "mae", "orig_mse", "orig_mae"),
     description="imputation of randomly masked entries, TSLib protocol: MSE/MAE on masked entries",
@@ -182,7 +183,8 @@ class TsImpute:
             masks = f"fixed, seed {recipe.mask_seed} (validation, test); training per (seed, epoch)"
         tags = {"protocol": recipe.protocol, "seq_len": str(seq_len), "mask_rate": f"{rate:g}",
                 "setting": f"{name} mask={rate:g} {recipe.protocol}", "masks": masks,
-                "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} epochs<={recipe.epochs} "
+                "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} "
+                          f"epochs<={ts_train.max_epochs(recipe.epochs, ctx):g} "
                           f"patience={recipe.patience} lradj={recipe.lradj}",
                 "time_marks": f"timeF h ({mark_dim})" if mark_dim else "none"}  # fmt: skip
         return EvalOutput(metrics, perf, {name: z["mse"]}, tags)

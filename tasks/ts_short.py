@@ -102,6 +102,7 @@ SPEC = TaskSpec(
     model_kinds=("forecast",),
     sample_size=256,
     trains=True,
+    batches_by_recipe=True,
     subtasks=(*GROUPS, *STAND_IN),
     metrics=("smape", "mase", "owa", "mape"),
     description="M4 short-term forecasting, TSLib protocol or leak-free: sMAPE, MASE, OWA",
@@ -482,7 +483,8 @@ class TsShort:
         tags = {"protocol": recipe.protocol, "setting": f"{names} {recipe.protocol}",
                 "naive2": ",".join(sorted(naive_src)),
                 "recipe": f"adam lr={recipe.lr:g} bs={recipe.batch_size} "
-                          f"epochs<={recipe.epochs} patience={recipe.patience} "
+                          f"epochs<={ts_train.max_epochs(recipe.epochs, ctx):g} "
+                          f"patience={recipe.patience} "
                           f"lradj={recipe.lradj} loss=smape"}  # fmt: skip
         return EvalOutput(metrics, perf, {r: v["smape"] for r, v in table.items()}, tags)
 

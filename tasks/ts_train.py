@@ -15,6 +15,7 @@ global RNG, so a run's batches do not depend on what else consumed random number
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,12 +36,19 @@ R = TypeVar("R")
 
 def task_recipe(default: R, options: dict[str, Any], what: str) -> R:
     """``default`` with the run's ``task.<field>=`` options applied, its ``protocol`` (and
-    ``lradj``, where it has one) checked before any data is read.
+    ``lradj``, where it has one) and the values of its training fields checked before any data
+    is read.
 
     Raises:
-        ConfigError: an unknown option (with close names), an unknown protocol or lradj.
+        ConfigError: an unknown option (with close names), a value of the wrong kind, a
+            learning rate, epoch count, patience or batch size <= 0 (0 epochs only where 0
+            means the dataset's default), an unknown protocol or lradj.
     """
     recipe = apply_options(default, options, what=what)
+    for name in ("lr", "epochs", "patience", "batch_size"):  # 0 allowed where it means "default"
+        value, floor = getattr(recipe, name, 1), getattr(default, name, 1)
+        if not (math.isfinite(value) and (value > 0 or (value == 0 and floor == 0))):
+            raise ConfigError(f"task.{name} must be > 0, got {value!r}")
     if recipe.protocol not in PROTOCOLS:
         raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if getattr(recipe, "lradj", LRADJ[0]) not in LRADJ:
@@ -48,12 +56,17 @@ def task_recipe(default: R, options: dict[str, Any], what: str) -> R:
     return recipe
 
 
+def max_epochs(epochs: int, ctx: EvalContext) -> float:
+    """The run's bound on epochs: ``--epochs`` where given, else the recipe's ``epochs``."""
+    return ctx.epochs if ctx.epochs is not None else epochs
+
+
 @dataclass(frozen=True)
 class FitRecipe:
     """What :func:`fit` needs from a task's recipe."""
 
     lr: float = 1e-4
-    epochs: int = 10
+    epochs: float = 10
     patience: int = 3
     batch_size: int = 32
     lradj: str = "type1"
@@ -65,7 +78,7 @@ class FitRecipe:
             raise ConfigError(f"task.lradj {self.lradj!r} is not one of {', '.join(LRADJ)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
+        if self.epochs <= 0 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
             raise ConfigError("task.epochs, task.batch_size, task.patience and task.lr must be > 0")
 
 
@@ -135,7 +148,8 @@ def fit(
             ctx.log_metrics({"train/loss": value, "train/lr": lr}, step)
 
     cfg = loop.TrainConfig(lr=recipe.lr, grad_accum=1, max_grad_norm=recipe.max_grad_norm,
-                           epochs=recipe.epochs, max_steps=ctx.max_steps)  # fmt: skip
+                           epochs=max_epochs(recipe.epochs, ctx),
+                           max_steps=ctx.max_steps)  # fmt: skip
     result = loop.train(net, batches, loss_fn, per_epoch, cfg, device=ctx.device,
                         precision=ctx.precision, on_step=on_step, progress=ctx.progress,
                         batch_size=_batch_size, optimizer=optimizer,

@@ -98,41 +98,33 @@ def test_run_bm25_sample_end_to_end_then_leaderboard(store: Path):
 
 
 def test_leaderboard_keeps_latest_finished_run_per_model_and_ranks(store: Path):
-    for k1 in ("0.2", "1.5"):
-        assert (
-            _invoke(
-                "run",
-                "--task",
-                "locov1",
-                "--sample",
-                "--model",
-                "bm25",
-                "--limit",
-                "40",
-                "--no-progress",
-                f"model.k1={k1}",
-            ).exit_code
-            == 0
-        )
+    """The latest of equal runs wins; a model.<field>= variant is its own row; a --limit run
+    is ranked apart and replaces nothing (it scores other data)."""
+
+    def bm25(*args: str) -> None:
+        res = _invoke("run", "--task", "locov1", "--sample", "--model", "bm25", "--no-progress",
+                      *args)  # fmt: skip
+        assert res.exit_code == 0, res.output
+
+    for k1 in ("0.2", "0.2", "1.5"):
+        bm25("--limit", "40", f"model.k1={k1}")
     res = _invoke(
-        "run",
-        "--task",
-        "locov1",
-        "--sample",
-        "--model",
-        "minilm_l6",
-        "--limit",
-        "40",
+        "run", "--task", "locov1", "--sample", "--model", "minilm_l6", "--limit", "40",
         "--no-progress",
-    )
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
-    runs = _runs()
-    latest_bm25 = runs[runs["tags.model"] == "bm25"].sort_values("start_time").iloc[-1]
+    bm25("--limit", "20")
+    runs = _runs().sort_values("start_time")
+    latest = runs[runs["tags.model_overrides"] == "k1=0.2"].iloc[-1]["run_id"]
     _invoke("leaderboard", "--include-sample", "--out", "lb.csv")
-    lb = pd.read_csv(store / "lb.csv")
-    assert sorted(lb["model"]) == ["bm25", "minilm_l6"]
-    assert lb.set_index("model").loc["bm25", "run_id"] == latest_bm25["run_id"]
-    assert list(lb["rank"]) == [1, 2] and lb["score"].is_monotonic_decreasing
+    lb = pd.read_csv(store / "lb.csv", keep_default_na=False)
+    top = lb[lb["eval_limit"] == 40]
+    assert sorted(zip(top["model"], top["model_overrides"], strict=True)) == [
+        ("bm25", "k1=0.2"), ("bm25", "k1=1.5"), ("minilm_l6", "")]  # fmt: skip
+    assert top.set_index("model_overrides").loc["k1=0.2", "run_id"] == latest
+    assert list(top["rank"]) == [1, 2, 3] and top["score"].is_monotonic_decreasing
+    short = lb[lb["eval_limit"] == 20]
+    assert list(short["model"]) == ["bm25"] and list(short["rank"]) == [1]
 
 
 @pytest.mark.slow
@@ -157,6 +149,10 @@ def test_minilm_matches_the_independent_sanity_figure(store: Path):
         (["--task", "locov1:gov_report", "--model", "bm25"], "subtask 'gov_report' not in"),
         (["--task", "locov1", "--model", "bm25", "batchsize=3"], "unknown config key 'batchsize'"),
         (["--task", "locov1", "--model", "bm25", "model.k9=1"], "has no setting 'k9'"),
+        (["--task", "locov1", "--model", "bm25", "task.revison=x"],
+         "unknown locov1 option task.revison; did you mean 'revision'"),
+        (["--task", "locov1", "--model", "bm25", "--seeds", "1,2"], "'locov1' does not train"),
+        (["--task", "locov1", "--model", "bm25", "batch_size=abc"], "batch_size must be a number"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_records_nothing(store: Path, args, match):
@@ -256,10 +252,12 @@ def test_unavailable_weights_are_skipped_not_run_random(store: Path):
     base = ["run", "--task", "locov1", "--sample", "--limit", "5", "--no-progress"]
     # --checkpoint applies to every model of the sweep; bm25 has no weights: refused up front
     res = CliRunner().invoke(
-        main,
-        [*base, "--model", "minilm_l6", "--model", "bm25", "--checkpoint", "/nonexistent/minilm"],
+        main, [*base, "--model", "minilm_l6", "--model", "bm25", "--checkpoint", "org/minilm"]
     )
     assert res.exit_code == 2 and "'bm25' loads no weights" in res.output
+    # a path (not a hub id) that does not exist is a typo, not unavailable weights: refused
+    res = CliRunner().invoke(main, [*base, "--model", "minilm_l6", "--checkpoint", "/no/x"])
+    assert res.exit_code == 2 and "--checkpoint /no/x does not exist" in res.output
     res = CliRunner().invoke(main, [*base, "--model", "minilm_l6", "--init", "random"])
     assert res.exit_code == 2 and "exists only pretrained" in res.output
     res = CliRunner().invoke(
@@ -312,3 +310,16 @@ def test_m2_encoder_random_init_and_checkpoint_dir(store: Path):
     assert list(runs["tags.weights_source"]) == ["none", str(store / "ckpt")]
     assert set(runs["tags.padding"]) == {"official"} and set(runs["tags.kernel"]) == {"torch"}
     assert (runs["metrics.qmsum_local/n_eval"] == 20).all()
+
+
+def test_a_failed_run_leaves_no_earlier_metrics_behind(store: Path):
+    base = ["run", "--task", "locov1", "--sample", "--model", "bm25", "--limit", "5",
+            "--no-progress"]  # fmt: skip
+    assert _invoke(*base).exit_code == 0
+    folder = store / "runs/locov1/bm25"
+    assert (folder / "metrics.json").is_file() and (folder / "rankings.trec").is_file()
+    (folder / "weights.pt").write_bytes(b"kept")
+    res = _invoke(*base, "model.k1=abc")  # fails inside BM25 scoring: a FAILED run
+    assert res.exit_code == 1, res.output
+    assert sorted(p.name for p in folder.iterdir()) == ["weights.pt"]
+    assert sorted(_runs()["status"]) == ["FAILED", "FINISHED"]

@@ -33,8 +33,16 @@ def test_unknown_key_is_an_error_with_suggestion():
 
 @pytest.mark.parametrize(
     "override,match",
-    [("device=tpu", "device"), ("precision=fp8", "precision"), ("batch_size=0", "batch_size")],
-)
+    [
+        ("device=tpu", "device"), ("precision=fp8", "precision"), ("batch_size=0", "batch_size"),
+        ("batch_size=abc", "batch_size must be a number, got 'abc'"),
+        ("limit=2.5", "limit must be a whole number, got 2.5"),
+        ("seed=abc", "seed must be a number"), ("seed=-1", r"seed must be in \[0, 2\^32\)"),
+        ("max_steps=abc", "max_steps must be a number"), ("max_steps=0", "max_steps must be >= 1"),
+        ("epochs=0", "epochs must be > 0"), ("sample=maybe", "sample must be true or false"),
+        ("seeds=1,-2", "seeds must be integers"), ("task=glue", "task is chosen with --task"),
+    ],
+)  # fmt: skip
 def test_bad_values(override, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig.resolve("locov1", "bm25", overrides=[override])
@@ -91,3 +99,24 @@ def test_task_options_apply_to_a_recipe_with_tuples_and_loud_unknowns():
     assert r == R(lr=0.5, betas=(0.8, 0.95))
     with pytest.raises(ConfigError, match=r"unknown t option 'lrr'; did you mean 'lr'.*task.betas"):
         apply_options(R(), {"lrr": 1}, what="t")
+
+
+def test_values_take_their_field_kind_and_out_follows_the_precedence(tmp_path):
+    cfg = RunConfig.resolve("glue", "bm25", overrides=["limit=4.0", "epochs=2", "out=elsewhere"])
+    assert cfg.limit == 4 and isinstance(cfg.limit, int) and cfg.epochs == 2.0
+    assert cfg.out == "elsewhere"  # KEY=VALUE (or --config) sets the output folder too
+
+
+def test_a_saved_config_yaml_runs_again(tmp_path):
+    """The config.yaml every run saves can be passed back with --config (it names its task and
+    model; another task or model is refused)."""
+    import yaml
+
+    saved = RunConfig.resolve("locov1", "bm25", overrides=["model.k1=1.2", "limit=7"], flags={
+        "seeds": None, "sample": True})  # fmt: skip
+    f = tmp_path / "config.yaml"
+    f.write_text(yaml.safe_dump(saved.to_dict(), sort_keys=False))
+    again = RunConfig.resolve("locov1", "bm25", config_file=f)
+    assert again == saved
+    with pytest.raises(ConfigError, match=r"names model 'bm25', the command 'minilm_l6'"):
+        RunConfig.resolve("locov1", "minilm_l6", config_file=f)

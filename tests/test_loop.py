@@ -93,3 +93,23 @@ def test_throughput_is_reported_every_n_steps():
                on_throughput=lambda s, sps, tps: seen.append((s, sps, tps)))  # fmt: skip
     assert [s for s, _, _ in seen] == [4, 8]
     assert all(sps > 0 and tps == pytest.approx(3 * sps) for _, sps, tps in seen)
+
+
+def test_on_step_gets_the_lr_the_step_used():
+    cfg = loop.TrainConfig(lr=3e-3, grad_accum=1, max_steps=5, warmup_frac=0.0)
+    model, used, logged = _model(), [], []
+
+    def factory(net, n_steps):
+        opt, set_lr = loop.warmup_linear(cfg)(net, n_steps)
+        step = opt.step
+
+        def recording_step(*args, **kwargs):
+            used.append(opt.param_groups[-1]["lr"])
+            return step(*args, **kwargs)
+
+        opt.step = recording_step
+        return opt, set_lr
+
+    loop.train(model, _data, _loss, 5, cfg, device=torch.device("cpu"), progress=False,
+               optimizer=factory, on_step=lambda s, v, lr: logged.append(lr))  # fmt: skip
+    assert logged == used == pytest.approx([3e-3, 2.4e-3, 1.8e-3, 1.2e-3, 0.6e-3])

@@ -148,6 +148,20 @@ def test_cli_trains_checkpoints_and_resumes(store: Path):
     second = _runs().sort_values("start_time").iloc[-1]
     assert second["metrics.train/resumed_from_step"] == 4 and second["metrics.train/steps"] == 6
     assert second["params.resume"] == "True"
+    for run in (first, second):  # this process's samples only: 32 + 1 tokens per sequence
+        assert run["metrics.perf/train_samples_per_s"] * 32 == pytest.approx(
+            run["metrics.perf/train_tokens_per_s"], rel=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [("task.batch_size=0", "task.batch_size must be > 0"), ("task.accum=0", "task.accum must be"),
+     ("task.seq_len=-5", "task.seq_len must be >= 0"), ("task.lr=abc", "must be a number")],
+)  # fmt: skip
+def test_bad_recipe_values_fail_before_any_run(store: Path, option, match):
+    res = CliRunner().invoke(main, ["run", "--task", "pile", "--max-steps", "1", *COMMON, option])
+    assert res.exit_code == 2 and match in res.output, res.output
+    assert _runs().empty
 
 
 def test_cli_lm_eval_task_logs_metrics_and_result_json(store: Path):

@@ -80,6 +80,11 @@ def _csv(tmp_path: Path, frame: pd.DataFrame) -> Path:
         ),
         (lambda f: f[["HUFL", "date", "OT"]], "first column must be 'date'"),
         (lambda f: f.assign(MUFL=f["MUFL"].where(f.index != 3)), "column 'MUFL' row 5 is empty"),
+        (
+            lambda f: f.assign(LULL=f["LULL"].where(f.index != 9, np.inf)),
+            r"column 'LULL' row 11 is not finite",
+        ),  # fmt: skip
+        (lambda f: f.iloc[:999], r"ETTh1.csv: an ETT file needs 14400 rows, this one has 999"),
     ],
 )
 def test_bad_csv_is_a_clear_error(tmp_path, mutate, match):
@@ -212,6 +217,73 @@ def test_leaderboard_keeps_one_row_per_horizon(store: Path):
     lb = pd.read_csv(store / "lb.csv")
     assert sorted(lb["setting"]) == ["ETTh1 96->192 clean", "ETTh1 96->96 clean"]
     assert list(lb["rank"]) == [1, 1]  # different horizons are never ranked together
+    assert _run("--max-steps", "5").exit_code == 0  # another budget: a row of its own
+    CliRunner().invoke(main, ["leaderboard", "--include-sample", "--out", "lb.csv"])
+    lb = pd.read_csv(store / "lb.csv")
+    assert sorted(lb["budget"]) == ["max_steps=2", "max_steps=2", "max_steps=5"]
+    assert list(lb["rank"]) == [1, 1, 1]
+
+
+def _run(*args: str):
+    tracking._client.cache_clear()
+    return CliRunner().invoke(main, ["run", "--task", "ts-forecast:ETTh1", "--sample", "--model",
+                                     "dlinear", "--no-progress", *args])  # fmt: skip
+
+
+def test_run_flags_reach_training_and_the_records(store: Path):
+    """--epochs bounds the epochs (it was ignored), the model params describe the trained model
+    (its horizon), a cut run says so in its budget, and legacy drop-last is its own setting."""
+    res = _run("--epochs", "1", "--pred-len", "192", "task.legacy_drop_last=true")
+    assert res.exit_code == 0, res.output
+    r = tracking.search_runs().iloc[0]
+    assert r["metrics.train/epochs"] == 1 and r["metrics.train/steps"] == 20  # --sample: 20 steps
+    assert "epochs<=1 " in r["tags.recipe"] and r["params.model.pred_len"] == "192"
+    assert r["tags.budget"] == "max_steps=20 epochs=1"
+    assert r["tags.setting"] == "ETTh1 96->192 clean drop_last"
+
+
+def test_seeds_run_one_training_per_seed_with_mean_and_std(store: Path):
+    res = _run("--max-steps", "3", "--seeds", "1,2")
+    assert res.exit_code == 0, res.output
+    m = tracking.search_runs().iloc[0]
+    one, two = m["metrics.seed1/mse"], m["metrics.seed2/mse"]
+    assert one != two  # two trainings from different seeds
+    assert m["metrics.mse"] == pytest.approx((one + two) / 2)
+    assert m["metrics.mse_std"] == pytest.approx(abs(one - two) / 2**0.5)
+    assert m["metrics.ETTh1/n_eval"] == 256 and m["tags.seeds"] == "1,2" and m["tags.seed"] == "1"
+    assert (store / "runs/ts-forecast/dlinear/seed2/metrics.json").parent.is_dir()
+    res = _run("--max-steps", "3", "--seeds", "2")  # one seed: the same as the second job
+    tracking._client.cache_clear()
+    single = tracking.search_runs().sort_values("start_time").iloc[-1]
+    assert single["metrics.mse"] == pytest.approx(two)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--batch-size", "8"], "set task.batch_size=8 instead of --batch-size"),
+        (["--pred-len", "0"], "Invalid value for '--pred-len'"),
+        (["task.pred_len=-5"], "task.pred_len must be >= 1"),
+        (["task.epochs=abc"], "ts-forecast option task.epochs must be a number, got 'abc'"),
+        (["task.lr=0"], "task.lr must be > 0"),
+        (["task.marks=maybe"], "task.marks must be true or false"),
+        (["--epochs", "0"], "epochs must be > 0"),
+        (["--max-steps", "0"], "max_steps must be >= 1"),
+    ],
+)
+def test_bad_settings_fail_before_any_run(store: Path, args, match):
+    res = _run(*args)
+    assert res.exit_code == 2 and match in res.output, res.output
+    assert tracking.search_runs().empty
+
+
+def test_a_horizon_longer_than_the_splits_fails_before_any_run(store: Path):
+    res = CliRunner().invoke(main, ["run", "--task", "ts-forecast:ILI", "--sample", "--model",
+                                    "dlinear", "--pred-len", "720", "--no-progress"])  # fmt: skip
+    assert res.exit_code == 2 and "ILI: a split has no 36->720 window" in res.output
+    assert "shorter --pred-len (its horizons: 24, 36, 48, 60)" in res.output
+    tracking._client.cache_clear()
+    assert tracking.search_runs().empty
 
 
 def test_bundled_files_read_through_data_dir_are_recorded_relative_to_the_repo():

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from m2bench.encoding import prepare
-from m2bench.errors import DataError
+from m2bench.errors import ConfigError, DataError
 from m2bench.losses import multiple_negatives_ranking_loss, orthogonal_projection_loss
 from m2bench.specs import LoadedData
 
@@ -35,6 +35,8 @@ def training_examples(
     """
     if loss not in LOSSES:
         raise DataError(f"loss {loss!r} is not one of {', '.join(LOSSES)}")
+    if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1:
+        raise ConfigError(f"negatives (--negatives) must be a whole number >= 1, got {negatives!r}")
     rng = random.Random(seed)
     docs = data.tables["documents"]
     by_pid = {d["pid"]: d["passage"] for d in docs}
