@@ -28,7 +28,7 @@ import torch
 
 from m2bench import distributed, timing
 from m2bench.encoding import autocast
-from m2bench.errors import DataError, ModelFailure
+from m2bench.errors import ConfigError, DataError, ModelFailure
 
 SCHEDULES = ("linear", "cosine")
 
@@ -59,11 +59,15 @@ class Checkpointing:
         folder: checkpoints go to ``folder/last.pt``.
         every: optimizer steps between checkpoints (the last step is always saved).
         resume: start from ``folder/last.pt`` if it exists.
+        settings: what must match to resume (batch size, sequence length, lr, ...): saved with
+            each checkpoint; resuming under other values is refused (the data position and the
+            schedule would not line up).
     """
 
     folder: Path
     every: int = 1000
     resume: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,7 +212,12 @@ def train(
     result = TrainResult(steps=0, micro_batches=0)
     epoch, skip = 0, 0
     if checkpointing is not None and checkpointing.resume:
-        epoch, skip = _restore(checkpointing.folder, model, opt, result)
+        epoch, skip = _restore(checkpointing.folder, model, opt, result, checkpointing.settings)
+        if result.steps >= n_steps and result.resumed_from:
+            raise ConfigError(
+                f"{checkpointing.folder / 'last.pt'} is at step {result.steps}, this run ends at "
+                f"step {n_steps}: raise --max-steps/--epochs to train on, or drop --resume"
+            )
         set_lr(result.steps)
     model.train()
     bar = tqdm(total=n_steps, initial=result.steps, desc="train", unit="step",
@@ -257,7 +266,8 @@ def train(
                 done = result.steps >= n_steps
                 every = checkpointing.every if checkpointing is not None else 0
                 if every and (done or result.steps % every == 0):  # rank 0 writes
-                    _save(checkpointing.folder, model, opt, result, epoch, seen)
+                    _save(checkpointing.folder, model, opt, result, epoch, seen,
+                          checkpointing.settings)  # fmt: skip
                 if done:
                     break
             if seen == 0:
@@ -295,7 +305,9 @@ class _Rate:
         return out
 
 
-def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) -> None:
+def _save(
+    folder: Path, model, opt, result: TrainResult, epoch: int, seen: int, settings: dict
+) -> None:
     """Write ``folder/last.pt`` atomically (a crash mid-write keeps the previous checkpoint).
 
     Under torchrun every rank calls this (gathering the full weights and optimizer state is a
@@ -316,6 +328,7 @@ def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) 
         "model": model_state, "optimizer": opt_state, "step": result.steps,
         "epoch": epoch, "micro_batches_in_epoch": seen, "micro_batches": result.micro_batches,
         "samples": result.samples, "tokens": result.tokens, "losses": result.losses,
+        "settings": dict(settings),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                 "numpy": np.random.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -325,13 +338,33 @@ def _save(folder: Path, model, opt, result: TrainResult, epoch: int, seen: int) 
     tmp.replace(folder / "last.pt")
 
 
-def _restore(folder: Path, model, opt, result: TrainResult) -> tuple[int, int]:
-    """Load ``folder/last.pt`` into model, optimizer and result; (epoch, micro-batches to skip)."""
+def _restore(
+    folder: Path, model, opt, result: TrainResult, settings: dict | None = None
+) -> tuple[int, int]:
+    """Load ``folder/last.pt`` into model, optimizer and result; (epoch, micro-batches to skip).
+
+    Raises:
+        DataError: an unreadable checkpoint.
+        ConfigError: a checkpoint saved under other ``settings`` than this run's.
+    """
     path = folder / "last.pt"
     if not path.is_file():
         return 0, 0  # nothing to resume: a fresh run
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise DataError(f"cannot resume from {path} ({str(exc).splitlines()[0][:120]}); "
+                        "delete it to start afresh") from None  # fmt: skip
+    saved = state.get("settings") if isinstance(state, dict) else None
+    settings = settings or {}
+    changed = sorted(k for k in settings if saved and k in saved and saved[k] != settings[k])
+    if changed:
+        diff = ", ".join(f"{k} {saved[k]!r} -> {settings[k]!r}" for k in changed)
+        raise ConfigError(
+            f"cannot resume from {path}: it was trained with other settings ({diff}); run with "
+            "its settings, or delete it to start over"
+        )
+    try:
         if distributed.state().active:  # full (unsharded) states, written by rank 0
             from torch.distributed.checkpoint import state_dict as dcp
 

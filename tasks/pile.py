@@ -415,8 +415,12 @@ def _train(lm, rows: list[dict], seq_len: int, recipe: Recipe, ctx: EvalContext)
         epochs=ctx.epochs if ctx.epochs is not None else recipe.epochs, max_steps=ctx.max_steps,
         schedule="cosine", min_lr_frac=recipe.min_lr_frac,
     )  # fmt: skip
+    # what a resumed run must share with its checkpoint (data position, schedule, model)
+    same = {"seq_len": seq_len, "batch_size": recipe.batch_size, "accum": recipe.accum,
+            "lr": recipe.lr, "weight_decay": recipe.weight_decay,
+            "train_tokens": recipe.train_tokens, "seed": ctx.seeds[0]}  # fmt: skip
     ckpt = loop.Checkpointing(
-        Path(ctx.out_dir) / "checkpoints", recipe.checkpoint_every, ctx.resume
+        Path(ctx.out_dir) / "checkpoints", recipe.checkpoint_every, ctx.resume, same
     )
     result = loop.train(
         lm, batches, loss_fn, per_epoch, cfg, device=ctx.device, precision=ctx.precision,

@@ -148,6 +148,13 @@ def test_cli_trains_checkpoints_and_resumes(store: Path):
     second = _runs().sort_values("start_time").iloc[-1]
     assert second["metrics.train/resumed_from_step"] == 4 and second["metrics.train/steps"] == 6
     assert second["params.resume"] == "True"
+    # a checkpoint already at the run's end, or saved under other settings: refused, said why
+    again = CliRunner().invoke(main, ["run", "--task", "pile", "--max-steps", "6", "--resume",
+                                      *COMMON])  # fmt: skip
+    assert again.exit_code == 1 and "is at step 6, this run ends at step 6" in again.output
+    other = CliRunner().invoke(main, ["run", "--task", "pile", "--max-steps", "8", "--resume",
+                                      *COMMON, "task.batch_size=2"])  # fmt: skip
+    assert other.exit_code == 1 and "other settings (batch_size 4 -> 2)" in other.output
     for run in (first, second):  # this process's samples only: 32 + 1 tokens per sequence
         assert run["metrics.perf/train_samples_per_s"] * 32 == pytest.approx(
             run["metrics.perf/train_tokens_per_s"], rel=1e-6)  # fmt: skip
