@@ -48,6 +48,9 @@ def main(verbose: bool) -> None:
         "transformers",
     ):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:  # datasets logs a failed read at ERROR, twice, before m2bench's one-line error
+        os.environ.setdefault("DATASETS_VERBOSITY", "critical")  # read when datasets is imported
+        logging.getLogger("datasets").setLevel(logging.CRITICAL)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # bm25s imports jax; keep it off the GPU
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # m2bench draws its own
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -323,3 +324,27 @@ def test_a_failed_run_leaves_no_earlier_metrics_behind(store: Path):
     assert res.exit_code == 1, res.output
     assert sorted(p.name for p in folder.iterdir()) == ["weights.pt"]
     assert sorted(_runs()["status"]) == ["FAILED", "FINISHED"]
+
+
+def test_a_bad_json_line_is_one_line_in_a_fresh_process(tmp_path: Path):
+    """datasets logs its failed read (twice) before m2bench's error; only the error is shown."""
+    import shutil
+    import subprocess
+    import sys
+
+    from m2bench.data import sample_dir
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir("locov1_qmsum"), data)
+    lines = (data / "queries.jsonl").read_text().splitlines()
+    (data / "queries.jsonl").write_text("\n".join(["{not json", *lines[1:]]) + "\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
+    res = subprocess.run(
+        [sys.executable, "-c", "from cli import main; main()", "run", "--task", "locov1",
+         "--data-dir", str(data), "--model", "bm25", "--no-progress"],
+        cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2
+    shown = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    assert shown == [f"error: {data}/queries.jsonl line 1: not valid JSON "
+                     "(Expecting property name enclosed in double quotes)"]  # fmt: skip

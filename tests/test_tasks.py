@@ -154,6 +154,13 @@ def test_bad_json_line_names_file_and_line(tmp_path):
         LOCO.load("test", data_dir=folder)
 
 
+def test_an_empty_file_is_named_as_empty(tmp_path):
+    folder = _write_dir(tmp_path, [GOOD_Q], [GOOD_D])
+    (folder / "queries.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"queries.jsonl has no rows"):
+        LOCO.load("test", data_dir=folder)
+
+
 def test_missing_files_name_expected_files_and_three_ways(tmp_path):
     with pytest.raises(DataError) as err:
         LOCO.load("test", data_dir=tmp_path)

@@ -59,17 +59,21 @@ def read_local(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def _raise_bad_json_line(paths: list[Path]) -> None:
+    rows = 0
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                rows += 1
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
                 if not isinstance(row, dict):
                     raise DataError(f"{path} line {lineno}: expected a JSON object per line")
+    if not rows:
+        raise DataError(f"{paths[0]} has no rows; a LoCoV1 file holds one JSON object per line")
     raise DataError(f"cannot read {paths[0]}: rows have inconsistent fields or types")
 
 
