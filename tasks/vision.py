@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,9 +198,10 @@ def _collate(items: list[tuple[int, torch.Tensor | None, int]]) -> dict[str, Any
 
 def _loader(images, transform, batch_size, workers, *, shuffle=False, seed=0, drop_last=False):
     generator = torch.Generator().manual_seed(seed)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return torch.utils.data.DataLoader(
         _Decoded(images, transform), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-        num_workers=workers, collate_fn=_collate, generator=generator,
+        num_workers=min(workers, cpus or 1), collate_fn=_collate, generator=generator,
         persistent_workers=False, pin_memory=False,
     )  # fmt: skip
 

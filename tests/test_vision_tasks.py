@@ -260,3 +260,14 @@ def test_undecodable_training_images_are_counted_and_training_goes_on(tmp_path):
     assert out.metrics["train/n_skipped"] == 1 and out.metrics["train/steps"] == 6
     assert out.metrics["n_eval"] == 8 and out.tags["trained"] == "true"
     assert "mixup=0.8" in out.tags["recipe"]  # the ImageNet recipe, mixup/cutmix included
+
+
+def test_data_loading_processes_are_at_most_the_usable_cpus(monkeypatch):
+    """task.workers=4 on a 2-CPU machine asked for 4 processes (DataLoader warned); now 2."""
+    import os
+
+    from tasks import vision
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert vision._loader([], None, 8, 4).num_workers == 2
+    assert vision._loader([], None, 8, 0).num_workers == 0
