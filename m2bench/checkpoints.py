@@ -315,7 +315,8 @@ def _resolve(name_or_dir: str | Path, revision: str | None) -> Path:
     except Exception as exc:  # offline, unknown repo, auth: all mean "not obtainable here"
         raise WeightsUnavailable(
             f"cannot fetch {repo!r} from the Hugging Face hub ({type(exc).__name__}); download it "
-            f"where the hub is reachable (`hf download {repo} --local-dir DIR`) and pass DIR"
+            f"where the hub is reachable (`hf download {repo} --local-dir DIR`) and pass "
+            "--checkpoint DIR"
         ) from None
 
 
