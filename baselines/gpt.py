@@ -182,11 +182,11 @@ class HFGPT(nn.Module):
         return _train_flops_per_token(c, 12 * c.n_layers * c.d_model**2, seq_len)
 
     def run_tags(self) -> dict[str, str]:
-        """Mixer, attention code path, weights and context (run tags)."""
+        """Mixer, attention code path and context (run tags; where the weights came from is the
+        runner's and the task's ``init``/``weights_source``: a model tag would override them)."""
         return {
             "mixer": "attention",
             "attn_implementation": self.config.attn_implementation,
-            "weights_source": "random",
             "max_length": str(self.config.max_len),
         }
 
@@ -279,12 +279,8 @@ class DenseGPT(nn.Module):
         return _train_flops_per_token(c, 8 * c.n_layers * c.d_model**2, seq_len)
 
     def run_tags(self) -> dict[str, str]:
-        """Mixer, weights and context (run tags)."""
-        return {
-            "mixer": "dense_causal",
-            "weights_source": "random",
-            "max_length": str(self.config.max_len),
-        }
+        """Mixer and context (run tags; the weights' source is the runner's and the task's)."""
+        return {"mixer": "dense_causal", "max_length": str(self.config.max_len)}
 
 
 # --- registered variants ------------------------------------------------------------------------

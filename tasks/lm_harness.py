@@ -11,7 +11,11 @@ harness; pinned range in ``m2bench.adapters.lm_eval``) on the model through m2be
   data from the hub.
 - ``--sample`` runs ``wikitext2_local`` on its first ``sample_size`` documents; ``--limit`` bounds
   the documents of every task; ``task.num_fewshot=``; ``task.weights=FILE`` loads a state dict
-  saved by an m2bench training run (e.g. ``runs/pile/<model>/model.pt``).
+  saved by an m2bench training run (e.g. ``runs/pile/<model>/model.pt``); the run is then tagged
+  ``init=task.weights`` and ``weights_source=<file>`` (the model's own tags would say untrained).
+- Checked in ``load``, before any model is built: task names (an unknown one names close ones),
+  the weights file, the include folder. ``data_revision``: the bundled task's jsonl sha256 (checked
+  against ``SAMPLE_SHA256``), else ``lm-eval <version>``; the version is also the tag ``lm_eval``.
 - Metrics: every lm-eval metric as ``<task>/<metric>`` (and ``<metric>_stderr``);
   ``main_score`` is the first task's first metric, and the run states which (``score_metric``)
   and its direction (``higher_is_better``; the leaderboard ranks by it). lm-eval's full result
@@ -20,10 +24,12 @@ harness; pinned range in ``m2bench.adapters.lm_eval``) on the model through m2be
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any
 
+from m2bench import data as mdata
 from m2bench import timing
 from m2bench.errors import ConfigError, DataError
 from m2bench.registry import register_task
@@ -32,6 +38,11 @@ from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskS
 LOCAL_TASKS = Path(__file__).resolve().parent / "data" / "lm_eval"
 SAMPLE_TASK = "wikitext2_local"
 OPTIONS = ("num_fewshot", "include_path", "weights")
+#: data files of the bundled tasks (in ``LOCAL_TASKS``) and their sha256 (``SOURCE.md``)
+SAMPLE_SHA256 = (
+    ("wikitext2_local.jsonl", "18d7e94b01563599a122337fa68fa9fe2be7200ab41420548f0edf74adb401e0"),
+)
+BUNDLED_DATA = {SAMPLE_TASK: "wikitext2_local.jsonl"}
 
 SPEC = TaskSpec(
     name="lm-eval",
@@ -44,6 +55,7 @@ SPEC = TaskSpec(
         revision="(per lm-eval task)",
         license="per lm-eval task; bundled wikitext2_local: CC BY-SA 3.0 (WikiText-2)",
         sample="lm_eval",
+        sample_sha256=SAMPLE_SHA256,
         citation="Gao et al., EleutherAI LM Evaluation Harness",
     ),
     default_models=("m2_gpt_145m", "gpt_125m"),
@@ -77,10 +89,18 @@ class LmEval:
         if weights and not Path(weights).is_file():
             raise DataError(f"task.weights {weights} does not exist; it is a state dict "
                             "(e.g. runs/pile/<model>/model.pt)")  # fmt: skip
+        include = Path(options.get("include_path") or LOCAL_TASKS)
+        if not include.is_dir():
+            raise ConfigError(f"task.include_path {include} is not a folder of lm-eval task YAMLs")
+        _check_names(names, include)
         from m2bench.adapters.lm_eval import LM_EVAL_VERSION
 
-        prov = {"data_source": "lm-eval:" + "+".join(names), "data_revision":
-                f"lm-eval {LM_EVAL_VERSION}", "lm_eval": LM_EVAL_VERSION}  # fmt: skip
+        revisions = [_data_revision(name, include, LM_EVAL_VERSION) for name in names]
+        prov = {"data_source": "lm-eval:" + "+".join(names), "lm_eval": LM_EVAL_VERSION,
+                "data_revision": revisions[0] if len(names) == 1 else
+                "+".join(f"{n}:{r}" for n, r in zip(names, revisions, strict=True))}  # fmt: skip
+        if weights:  # the runner's tags say the model's own weights; these replace them
+            prov.update(init="task.weights", weights_source=str(Path(weights).resolve()))
         return LoadedData({"tasks": names, "limit": [limit]}, prov)
 
     def evaluate(self, model: Any, data: LoadedData, ctx: EvalContext) -> EvalOutput:
@@ -111,6 +131,36 @@ class LmEval:
                 "setting": "+".join(names) + f" fewshot={ctx.options.get('num_fewshot')}",
                 "lm_eval_tasks": "+".join(names)}  # fmt: skip
         return EvalOutput(metrics, perf, {}, tags)
+
+
+def _check_names(names: list[str], include: Path) -> None:
+    """Each name must be a task (or group) of ``include`` or of lm-eval's own tasks.
+
+    Raises:
+        DataError: an unknown name, with close task names.
+    """
+    from lm_eval.tasks import TaskManager
+
+    local = {p.stem for p in include.glob("*.yaml")}
+    if set(names) <= local:  # the bundled and included tasks: no need to index lm-eval's ~15k
+        return
+    known = set(TaskManager(include_path=str(include), include_defaults=True).all_tasks)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.75)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise DataError(f"unknown lm-eval task {name!r}; {hint}list them with "
+                            "`python -m m2bench.adapters.lm_eval ls tasks`")  # fmt: skip
+
+
+def _data_revision(name: str, include: Path, version: str) -> str:
+    """``sha256:<digest>`` of a bundled task's data file (checked against ``SAMPLE_SHA256``);
+    for other tasks the lm-eval version, whose task definition names the data."""
+    if name not in BUNDLED_DATA or include.resolve() != LOCAL_TASKS.resolve():
+        return f"lm-eval {version}"
+    pinned = tuple(x for x in SAMPLE_SHA256 if x[0] == BUNDLED_DATA[name])
+    mdata.verify_files(LOCAL_TASKS, pinned)  # a changed file is an error naming how to restore it
+    return f"sha256:{pinned[0][1]}"
 
 
 def _flatten(results: dict, names: list[str]) -> tuple[dict[str, float], str]:

@@ -202,6 +202,39 @@ def test_bad_lines(tmp_path: Path, rel: str, lines: list[str], line_no: int, mat
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("line_no", [2, 700])  # 700: past the first chunk the decoder reads
+def test_non_utf8_byte_names_its_line(tmp_path: Path, line_no: int) -> None:
+    good = [f"gj04\t1\t\tSentence number {i} is fine." for i in range(1, line_no)]
+    path = _write(tmp_path, "CoLA/dev.tsv", good)
+    with open(path, "ab") as f:
+        f.write(b"gj04\t1\t\tBad \xff byte.\ngj04\t0\t\tAfter it.\n")
+    with pytest.raises(DataError, match="not UTF-8 text") as err:
+        load_glue("cola", "dev", data_dir=tmp_path)
+    assert str(err.value).startswith(f"{path} line {line_no}: ")
+
+
+@pytest.mark.parametrize("rel", ["WNLI/dev.tsv", "WNLI/train.tsv", "CoLA/dev.tsv"])
+def test_file_without_rows_is_an_error(tmp_path: Path, rel: str) -> None:
+    path = _write(tmp_path, rel, [RTE_HEAD] if rel.startswith("WNLI") else [])
+    subtask, split = rel.split("/")[0].lower(), rel.split("/")[1].removesuffix(".tsv")
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))} (has no data rows|is empty)"):
+        load_glue(subtask, split, data_dir=tmp_path)
+    assert load_glue(subtask, split, data_dir=tmp_path, limit=0)[0] == []  # nothing asked
+
+
+def test_scan_says_what_each_folder_lacks(tmp_path: Path) -> None:
+    _write(tmp_path, "WNLI/train.tsv", [RTE_HEAD, "0\ta\tb\t1"])
+    _write(tmp_path, "WNLI/dev.tsv", [RTE_HEAD, "0\ta\tb\t1"])
+    _write(tmp_path, "QNLI/dev.tsv", ["index\tquestion\tsentence\tlabel"])
+    found, skipped = gd.scan(tmp_path)
+    assert found == ("wnli",)
+    assert skipped["qnli"] == "QNLI/ lacks train.tsv"
+    assert skipped["mnli"] == "no MNLI/"
+    assert len(skipped) == 8
+    with pytest.raises(DataError, match="is not a folder; expected the original GLUE layout"):
+        gd.scan(tmp_path / "nowhere")
+
+
 def test_empty_text_is_kept_with_a_warning(tmp_path: Path, caplog) -> None:
     """A few real QQP/MNLI rows have an empty text: they are scored, not dropped, and reported."""
     path = _write(tmp_path, "WNLI/dev.tsv", [RTE_HEAD, "0\ta\t \t1", "1\tb\tc\t0"])

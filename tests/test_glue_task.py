@@ -52,6 +52,10 @@ def test_sample_run_is_short_by_default(store: Path):
     runs, _ = _run("--task", "glue:wnli", "--sample", "--model", "bert_tiny", "--init", "random")
     assert runs.iloc[-1]["metrics.wnli/train_steps"] == 20  # runner.SAMPLE_STEPS
     assert runs.iloc[-1]["params.limit"] == "64"
+    history = tracking._client(tracking.tracking_uri()).get_metric_history(
+        runs.iloc[-1]["run_id"], "train/wnli/loss"
+    )
+    assert len(history) == 20  # one seed: the curve keeps its name
 
 
 def test_sample_run_evaluates_every_dev_row_once_with_seeds(store: Path):
@@ -71,10 +75,11 @@ def test_sample_run_evaluates_every_dev_row_once_with_seeds(store: Path):
         for seed in (1, 2):
             idx = [p["idx"] for p in preds if p["subtask"] == sub and p["seed"] == seed]
             assert sorted(idx) == list(range(n))  # each dev row exactly once per seed
-    history = tracking._client(tracking.tracking_uri()).get_metric_history(
-        r["run_id"], "train/qnli/loss"
-    )
-    assert len(history) == 6  # 3 steps x 2 seeds
+    client = tracking._client(tracking.tracking_uri())
+    for seed in (1, 2):  # one curve per seed, steps 1..3 each
+        history = client.get_metric_history(r["run_id"], f"train/qnli/seed{seed}/loss")
+        assert sorted(m.step for m in history) == [1, 2, 3]
+    assert client.get_metric_history(r["run_id"], "train/qnli/loss") == []
 
 
 @pytest.mark.needs_data
@@ -118,6 +123,101 @@ def test_bad_glue_input(store: Path, tmp_path: Path):
     assert res.exit_code == 2 and "CoLA" in res.output and "--sample" in res.output
     res = CliRunner().invoke(main, ["run", "--task", "glue", "--sample", "--model", "bm25"])
     assert res.exit_code == 2 and "lexical model" in res.output
+
+
+WNLI_TINY = ["run", "--task", "glue:wnli", "--sample", "--model", "m2_bert_tiny", "--init",
+             "random", "--limit", "8", "--max-steps", "1", "--no-progress"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("task.batch_size=0", "task.batch_size must be >= 1, got 0"),
+        ("task.pooling=foo", "task.pooling=foo is not one of cls, mean"),
+        ("task.precision=foo", "task.precision=foo is not one of fp32, bf16, fp16"),
+        ("task.max_length=0", "task.max_length must be >= 3, got 0"),
+        ("task.train_limit=0", "task.train_limit must be a whole number >= 1, got 0"),
+        ("task.optimizer=foo", "task.optimizer=foo is not one of decoupled, adamw"),
+        ("task.start=foo", "task.start=foo is not one of pretrained, mnli"),
+        ("task.lr=-1", "task.lr must be > 0, got -1"),
+        ("task.epochs=abc", "task.epochs must be a number, got 'abc'"),
+        ("task.shuffle=abc", "task.shuffle must be true or false, got 'abc'"),
+        ("task.mnli_checkpoint=nowhere.pt", "task.mnli_checkpoint nowhere.pt does not exist"),
+        ("task.lrr=1e-4", "unknown GLUE option 'lrr'; did you mean 'lr'?"),
+    ],
+)
+def test_bad_options_fail_before_compute(store: Path, option: str, message: str):
+    res = CliRunner().invoke(main, [*WNLI_TINY, option])
+    assert res.exit_code == 2, res.output
+    [line] = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert message in line
+    tracking._client.cache_clear()
+    assert tracking.search_runs().empty  # nothing recorded
+
+
+def test_options_of_the_right_kind_are_applied(store: Path):
+    runs, _ = _run(*WNLI_TINY[1:], "task.epochs=1.5", "task.optimizer=adamw", "task.train_limit=4",
+                   "task.batch_size=2", "task.pooling=mean", "task.shuffle=true")  # fmt: skip
+    tag = runs.iloc[-1]["tags.recipe/wnli"]
+    assert "adamw epochs=1.5 bs=2" in tag and "pooling=mean" in tag and "shuffle=True" in tag
+
+
+def test_nan_loss_names_the_subtask_and_fits_the_precision(store: Path, monkeypatch):
+    import tasks.glue as glue_task
+    from m2bench import runner
+
+    real = glue_task._loss
+    monkeypatch.setattr(glue_task, "_loss", lambda model, item: real(model, item) * float("nan"))
+    errors = {}
+    for precision in ("fp32", "bf16"):
+        [res] = runner.run("glue:wnli", ["m2_bert_tiny"], sample=True, init="random", limit=8,
+                           max_steps=1, progress=False, device="cpu",
+                           overrides=[f"task.precision={precision}"])  # fmt: skip
+        assert res.status == "FAILED"
+        errors[precision] = res.error
+    assert errors["fp32"].startswith("GLUE wnli seed 0: training loss is nan")
+    assert "fp32" not in errors["fp32"] and "task.lr" in errors["fp32"]
+    assert errors["bf16"].endswith("or set task.precision=fp32")
+
+
+def test_header_only_dev_file_is_a_data_error_at_load(store: Path, tmp_path: Path):
+    head = "index\tsentence1\tsentence2\tlabel\n"
+    (tmp_path / "WNLI").mkdir()
+    (tmp_path / "WNLI" / "train.tsv").write_text(head + "0\ta\tb\t1\n")
+    (tmp_path / "WNLI" / "dev.tsv").write_text(head)
+    res = CliRunner().invoke(main, ["run", "--task", "glue:wnli", "--data-dir", str(tmp_path),
+                                    "--model", "m2_bert_tiny", "--init", "random"])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert f"error: {tmp_path / 'WNLI' / 'dev.tsv'} has no data rows" in res.output
+    tracking._client.cache_clear()
+    assert tracking.search_runs().empty
+
+
+def test_data_dir_says_which_subtasks_it_found(tmp_path: Path, caplog):
+    from m2bench.errors import DataError
+    from m2bench.registry import get_task
+
+    glue = get_task("glue")
+    layout = "expected the original GLUE layout DIR/<Task>/train.tsv and dev.tsv"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=rf"empty \(it holds nothing\); {layout}"):
+        glue.load(data_dir=tmp_path / "empty")
+    (tmp_path / "wrong" / "glue" / "WNLI").mkdir(parents=True)  # one level too high
+    with pytest.raises(DataError, match=r"\(it holds glue\); .*<Task> one of CoLA, SST-2"):
+        glue.load(data_dir=tmp_path / "wrong")
+    head = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\t1\n"
+    for rel in ("WNLI/train.tsv", "QNLI/dev.tsv"):
+        (tmp_path / "some" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "some" / rel).write_text(head)
+    with pytest.raises(DataError, match=r"it holds QNLI, WNLI; qnli \(QNLI/ lacks train.tsv\); "
+                       r"wnli \(WNLI/ lacks dev.tsv\)\); expected"):  # fmt: skip
+        glue.load(data_dir=tmp_path / "some")
+    (tmp_path / "some" / "WNLI" / "dev.tsv").write_text(head)
+    with caplog.at_level("WARNING"):
+        data = glue.load(data_dir=tmp_path / "some")
+    assert sorted(data.tables) == ["wnli/dev", "wnli/train"]
+    assert ("found wnli; skipped qnli (QNLI/ lacks train.tsv); cola, sst2, mrpc, qqp, stsb, mnli, "
+            "rte (no folder)") in caplog.text  # fmt: skip
 
 
 @pytest.mark.needs_data

@@ -33,24 +33,21 @@ import torch.nn.functional as F
 
 from m2bench import distributed, loop, timing
 from m2bench.encoding import autocast
-from m2bench.errors import ConfigError, DataError
+from m2bench.errors import ConfigError, DataError, ModelFailure
 from m2bench.layers.heads import SequenceClassifier
 from m2bench.metrics import glue_average, glue_metrics, glue_task_score
 from m2bench.registry import register_task
 from m2bench.runtime import seed_everything
 from m2bench.specs import DataSource, EvalContext, EvalOutput, LoadedData, TaskSpec
 from tasks.glue import data as gdata
-from tasks.glue.recipes import recipe, with_options
+from tasks.glue.recipes import EXTRA_OPTIONS, Recipe, check_options, recipe, with_options
 
 log = logging.getLogger(__name__)
 
 #: training order: MNLI first, so that RTE, MRPC and STS-B can start from its weights
 SUBTASKS = ("mnli", "qnli", "qqp", "sst2", "cola", "stsb", "mrpc", "rte", "wnli")
 NUM_LABELS = gdata.NUM_LABELS
-OPTIONS = (
-    *("lr", "weight_decay", "optimizer", "epochs", "batch_size", "max_length", "pooling", "start"),
-    *("precision", "shuffle", "mnli_checkpoint", "train_limit", "revision"),
-)
+OPTIONS = (*Recipe.__dataclass_fields__, *EXTRA_OPTIONS)
 
 SPEC = TaskSpec(
     name="glue",
@@ -70,6 +67,7 @@ SPEC = TaskSpec(
     model_kinds=("encoder", "text_encoder"),
     sample_size=64,
     trains=True,
+    multi_seed=True,
     subtasks=SUBTASKS,
     description="GLUE dev, nine tasks; fine-tuning per task; M2 paper's GLUE average",
 )
@@ -132,14 +130,11 @@ class Glue:
         **options: Any,
     ) -> LoadedData:
         """Train and dev rows of each subtask (``tables["<subtask>/<split>"]``)."""
-        bad = sorted(set(options) - set(OPTIONS))
-        if bad:
-            raise ConfigError(
-                f"unknown GLUE option {bad[0]!r}; valid: task." + ", task.".join(OPTIONS)
-            )
+        check_options(options)
+        _checkpoint_path(options.get("mnli_checkpoint"))
         if subtask is not None and subtask not in SUBTASKS:
             raise DataError(f"unknown GLUE subtask {subtask!r}; one of {', '.join(SUBTASKS)}")
-        subs = [subtask] if subtask else list(gdata.available(data_dir, sample) or SUBTASKS)
+        subs = [subtask] if subtask else _subtasks(data_dir, sample)
         tables, sources, revisions = {}, set(), []
         train_limit = options.get("train_limit")
         for sub in subs:
@@ -147,7 +142,7 @@ class Glue:
                 n = limit if split_name != "train" else train_limit
                 rows, prov = gdata.load_glue(
                     sub, split_name, data_dir=data_dir, sample=sample, limit=n,
-                    revision=options.get("revision", "main"),
+                    revision=str(options.get("revision", "main")),
                 )  # fmt: skip
                 tables[f"{sub}/{split_name}"] = rows
                 sources.add(prov["data_source"])
@@ -250,14 +245,20 @@ class Glue:
             epochs=ctx.epochs if ctx.epochs is not None else r.epochs, max_steps=ctx.max_steps,
         )  # fmt: skip
 
+        # one curve per seed: the jobs of several seeds would otherwise share steps 1, 2, ...
+        curve = f"train/{sub}/" if len(ctx.seeds) < 2 else f"train/{sub}/seed{seed}/"
+
         def on_step(step: int, value: float, lr: float) -> None:
             if ctx.log_metrics is not None:
-                ctx.log_metrics({f"train/{sub}/loss": value, f"train/{sub}/lr": lr}, step)
+                ctx.log_metrics({curve + "loss": value, curve + "lr": lr}, step)
 
-        result = loop.train(model, batches, _loss, -(-len(train_rows) // r.batch_size), cfg,
-                            device=ctx.device, precision=precision, on_step=on_step,
-                            batch_size=lambda item: item[0]["input_ids"].shape[0],
-                            progress=ctx.progress)  # fmt: skip
+        try:
+            result = loop.train(model, batches, _loss, -(-len(train_rows) // r.batch_size), cfg,
+                                device=ctx.device, precision=precision, on_step=on_step,
+                                batch_size=lambda item: item[0]["input_ids"].shape[0],
+                                progress=ctx.progress)  # fmt: skip
+        except ModelFailure as exc:
+            raise ModelFailure(f"GLUE {sub} seed {seed}: {_failure(exc, precision)}") from None
         scores, lines, infer = {}, [], []
         for split in _eval_splits(sub):
             rows = data.tables[f"{sub}/{split}"]
@@ -296,11 +297,52 @@ def _short_digest(parts: list[str]) -> str:
     return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _read_state(path: str | None) -> dict | None:
+def _subtasks(data_dir: str | Path | None, sample: bool) -> list[str]:
+    """The subtasks a run covers: those of the sample or of the local folder, else all (hub).
+
+    Raises:
+        DataError: the local folder holds no complete subtask (the message gives the layout).
+    """
+    if sample:
+        return list(gdata.SAMPLE_SUBTASKS)
+    folder = Path(data_dir).expanduser() if data_dir is not None else gdata.default_dir()
+    if folder is None:
+        return list(SUBTASKS)
+    found, skipped = gdata.scan(folder)
+    absent = [sub for sub, why in skipped.items() if why.startswith("no ")]
+    partial = [f"{sub} ({why})" for sub, why in skipped.items() if sub not in absent]
+    if not found:
+        held = ", ".join(sorted(entry.name for entry in folder.iterdir())[:12]) or "nothing"
+        lacks = "".join(f"; {item}" for item in partial)
+        raise DataError(f"no complete GLUE subtask in {folder} (it holds {held}{lacks}); "
+                        + gdata.LAYOUT_HINT)  # fmt: skip
+    if skipped:
+        absent_note = [f"{', '.join(absent)} (no folder)"] if absent else []
+        log.warning("GLUE data %s: found %s; skipped %s", folder, ", ".join(found),
+                    "; ".join(partial + absent_note))  # fmt: skip
+    return list(found)
+
+
+def _failure(exc: ModelFailure, precision: str) -> str:
+    """A training failure's reason; for a non-finite loss, advice that fits the job."""
+    reason = str(exc)
+    if reason.startswith("training loss is"):  # loop.train's generic advice names fp32 always
+        reason = reason.split(";")[0] + "; lower task.lr"
+        if precision != "fp32":
+            reason += " or set task.precision=fp32"
+    return reason
+
+
+def _checkpoint_path(path: str | None) -> Path | None:
     if not path:
         return None
-    p = Path(path)
+    p = Path(str(path)).expanduser()
     if not p.is_file():
         raise DataError(f"task.mnli_checkpoint {p} does not exist; it is the mnli_encoder.pt that "
                         "a GLUE run with mnli writes into its --out folder")  # fmt: skip
-    return torch.load(p, map_location="cpu", weights_only=True)
+    return p
+
+
+def _read_state(path: str | None) -> dict | None:
+    p = _checkpoint_path(path)
+    return None if p is None else torch.load(p, map_location="cpu", weights_only=True)

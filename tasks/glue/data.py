@@ -20,8 +20,10 @@ recipe: MNLI premise/hypothesis, QNLI question/sentence, QQP question1/question2
 STS-B and WNLI sentence1/sentence2. Texts are kept unchanged (SST-2's trailing spaces included).
 
 Every row is checked: a line with the wrong number of columns, a label outside the task's label
-set or an empty text is a ``DataError`` naming the file and line (hub: split and row). Blank lines
-are skipped. With ``limit`` only the first ``limit`` rows are read and checked.
+set, a missing text or bytes that are not UTF-8 is a ``DataError`` naming the file and line (hub:
+split and row), and so is a file (or hub split) without data rows. Blank lines are skipped. With
+``limit`` only the first ``limit`` rows are read and checked. ``scan`` says which subtasks a local
+folder holds in full and why the others are left out.
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ LABEL_NAMES = {
 }
 #: output size of the classification head (1 for the STS-B regression)
 NUM_LABELS = {t: len(names) or 1 for t, names in LABEL_NAMES.items()}
+LAYOUT_HINT = (
+    "expected the original GLUE layout DIR/<Task>/train.tsv and dev.tsv (MNLI: dev_matched.tsv "
+    "and dev_mismatched.tsv), <Task> one of " + ", ".join(lay.folder for lay in LAYOUTS.values())
+)
 _SPLITS = {"train": ("train.tsv", "train"), "dev": ("dev.tsv", "validation")}
 _MNLI_SPLITS = {
     "train": ("train.tsv", "train"),
@@ -134,17 +140,39 @@ def available(data_dir: str | Path | None = None, sample: bool = False) -> tuple
     """
     if sample:
         return SAMPLE_SUBTASKS
-    folder = Path(data_dir).expanduser() if data_dir is not None else _default_dir()
-    if folder is None:
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_dir()
+    if folder is None or not folder.is_dir():
         return ()
-    return tuple(
-        t
-        for t in SUBTASKS
-        if all((folder / LAYOUTS[t].folder / f).is_file() for f, _ in splits(t).values())
-    )
+    return scan(folder)[0]
 
 
-def _default_dir() -> Path | None:
+def scan(folder: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The subtasks a GLUE folder holds in full, and why each other one is left out.
+
+    Returns:
+        ``(found, skipped)``: ``found`` in ``SUBTASKS`` order; ``skipped`` maps a subtask to
+        ``no <Folder>/`` (its folder is absent) or ``<Folder>/ lacks <files>``.
+
+    Raises:
+        DataError: ``folder`` is not a folder.
+    """
+    if not folder.is_dir():
+        raise DataError(f"--data-dir {folder} is not a folder; {LAYOUT_HINT}")
+    found, skipped = [], {}
+    for t in SUBTASKS:
+        sub = folder / LAYOUTS[t].folder
+        missing = [f for f, _ in splits(t).values() if not (sub / f).is_file()]
+        if not sub.is_dir():
+            skipped[t] = f"no {LAYOUTS[t].folder}/"
+        elif missing:
+            skipped[t] = f"{LAYOUTS[t].folder}/ lacks {', '.join(missing)}"
+        else:
+            found.append(t)
+    return tuple(found), skipped
+
+
+def default_dir() -> Path | None:
+    """``$M2BENCH_DATA/glue`` when that folder exists, else ``None`` (the hub)."""
     root = mdata.data_root()
     return root / "glue" if root is not None and (root / "glue").is_dir() else None
 
@@ -201,7 +229,7 @@ def load_glue(
         raise ConfigError(f"limit must be >= 0, got {limit}")
     file_name, hub_split = table[split]
     if data_dir is None and not sample:
-        data_dir = _default_dir()
+        data_dir = default_dir()
     if sample:
         if subtask not in SAMPLE_SUBTASKS:
             raise DataError(
@@ -257,12 +285,25 @@ def read_tsv(path: Path, subtask: str, *, limit: int | None = None) -> list[dict
             raise DataError(
                 f"{path} line {reader.line_num}: not a valid tsv line ({exc})"
             ) from None
-        except UnicodeDecodeError:
+        except UnicodeDecodeError:  # raised a read-ahead chunk later: find the line itself
             raise DataError(
-                f"{path} near line {reader.line_num + 1}: not UTF-8 text; "
+                f"{path} line {_first_non_utf8_line(path)}: not UTF-8 text; "
                 f"use the unchanged GLUE {lay.folder} file"
             ) from None
+    if not rows and limit != 0:  # every job would fail after training (no batch, no score)
+        raise DataError(f"{path} has no data rows; use the unchanged GLUE {lay.folder} file")
     return rows
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """Number (from 1) of the first line of ``path`` that is not valid UTF-8."""
+    with open(path, "rb") as f:  # UTF-8 multi-byte sequences never hold the byte \n
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def read_hub(
@@ -287,6 +328,8 @@ def read_hub(
             "pass a revision of the dataset with the GLUE columns"
         )
     rev = _hub_commit(revision) or f"{revision} (fingerprint {ds._fingerprint})"
+    if len(ds) == 0 and limit != 0:
+        raise DataError(f"{HUB_REPO} {subtask} {hub_split} has no rows; pass another revision")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     allowed = set(lay.labels.values())

@@ -19,7 +19,13 @@ clipping; dropout 0.1; evaluation on dev after the last epoch (no checkpoint sel
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
+
+from m2bench.config import apply_options
+from m2bench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,16 @@ class Recipe:
 
 
 _D, _A = "decoupled", "adamw"
+#: allowed values of the recipe's text fields (``precision``: the autocast a job runs in)
+CHOICES = {
+    "optimizer": (_D, _A),
+    "pooling": ("cls", "mean"),
+    "start": ("pretrained", "mnli"),
+    "precision": ("fp32", "bf16", "fp16"),
+}
+#: GLUE options that are not recipe fields: ``task.shuffle``, ``task.mnli_checkpoint=FILE``,
+#: ``task.train_limit=N`` (first N training rows), ``task.revision`` (hub revision)
+EXTRA_OPTIONS = ("shuffle", "mnli_checkpoint", "train_limit", "revision")
 _BS = {"mnli": 48, "qnli": 16, "qqp": 16, "sst2": 16, "cola": 32, "rte": 16, "mrpc": 32, "stsb": 32}
 _POOL = {"mnli": "cls", "rte": "cls", "qqp": "cls", "qnli": "mean", "sst2": "mean", "stsb": "mean",
          "mrpc": "mean", "cola": "mean", "wnli": "cls"}  # fmt: skip
@@ -75,15 +91,49 @@ def recipe(subtask: str, family: str, hidden_size: int) -> Recipe:
     if family == "m2":
         lr, wd, opt, ep = _M2[_M2_SIZE_BY_WIDTH.get(hidden_size, "80m")][key]
         r = Recipe(
-            lr, wd, opt, ep, _BS[key], 128, _POOL[subtask], _START.get(subtask, "pretrained")
+            lr, wd, opt, float(ep), _BS[key], 128, _POOL[subtask], _START.get(subtask, "pretrained")
         )
     else:
         lr, wd, opt, ep = _BASELINE[key]
-        r = Recipe(lr, wd, opt, ep, _BS[key], 256, "cls", _START.get(subtask, "pretrained"))
+        r = Recipe(lr, wd, opt, float(ep), _BS[key], 256, "cls", _START.get(subtask, "pretrained"))
     return replace(r, precision="fp32") if subtask == "stsb" else r
 
 
-def with_options(r: Recipe, options: dict) -> Recipe:
-    """Apply ``task.<field>`` overrides (lr, weight_decay, optimizer, epochs, batch_size, ...)."""
-    fields = set(Recipe.__dataclass_fields__)
-    return replace(r, **{k: v for k, v in options.items() if k in fields})
+def with_options(r: Recipe, options: Mapping[str, Any]) -> Recipe:
+    """``r`` with the ``task.<field>`` overrides (lr, weight_decay, optimizer, epochs, ...) applied.
+
+    Raises:
+        ConfigError: an unknown option, or a value of the wrong kind or outside its domain.
+    """
+    r = apply_options(r, options, what="GLUE", extra=EXTRA_OPTIONS)
+    for name, allowed in CHOICES.items():
+        value = getattr(r, name)
+        if name in options and value is not None and value not in allowed:
+            raise ConfigError(f"task.{name}={value} is not one of {', '.join(allowed)}")
+    for name, zero_ok in (("lr", False), ("weight_decay", True), ("epochs", False)):
+        value = getattr(r, name)
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise ConfigError(f"task.{name} must be {'>=' if zero_ok else '>'} 0, got {value:g}")
+    if r.batch_size < 1:
+        raise ConfigError(f"task.batch_size must be >= 1, got {r.batch_size}")
+    if r.max_length < 3:  # [CLS] and [SEP]s take 3 positions of a pair
+        raise ConfigError(f"task.max_length must be >= 3, got {r.max_length}")
+    return r
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Check the GLUE ``task.<option>`` values before any model is built (``Glue.load``).
+
+    Raises:
+        ConfigError: an unknown option or a bad value, naming the option.
+    """
+    with_options(recipe("rte", "m2", 768), options)
+    if "shuffle" in options and not isinstance(options["shuffle"], bool):
+        raise ConfigError(f"task.shuffle must be true or false, got {options['shuffle']!r}")
+    limit = options.get("train_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"task.train_limit must be a whole number >= 1, got {limit!r}")
+    revision = options.get("revision")
+    if revision is not None and (isinstance(revision, bool) or not isinstance(revision, str | int)
+                                 or not str(revision)):  # fmt: skip
+        raise ConfigError(f"task.revision must be a hub branch, tag or commit, got {revision!r}")
