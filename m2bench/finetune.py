@@ -23,7 +23,14 @@ import yaml
 from m2bench import loop, runner, runtime, timing, tracking
 from m2bench.config import RunConfig, parse_overrides
 from m2bench.errors import ConfigError, DataError, StoreError, WeightsUnavailable
-from m2bench.registry import check_weights_options, create_model, get_model_spec, get_task, suggest
+from m2bench.registry import (
+    check_checkpoint_path,
+    check_weights_options,
+    create_model,
+    get_model_spec,
+    get_task,
+    suggest,
+)
 
 log = logging.getLogger(__name__)
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(loop.TrainConfig)]
@@ -186,6 +193,7 @@ def finetune(
     if eval_data and sample_eval:
         raise ConfigError("--eval-data and --sample-eval exclude each other; pass one of them")
     check_weights_options(mspec, init, checkpoint)
+    check_checkpoint_path(checkpoint)
     run_cfg = RunConfig(task=spec.name, model=model_name, subtask=subtask or None,
                         data_dir=str(train_data), out=out, batch_size=batch_size,
                         max_steps=train_cfg.max_steps, epochs=train_cfg.epochs, device=device,

@@ -306,7 +306,13 @@ class _Rate:
 
 
 def _save(
-    folder: Path, model, opt, result: TrainResult, epoch: int, seen: int, settings: dict
+    folder: Path,
+    model,
+    opt,
+    result: TrainResult,
+    epoch: int,
+    seen: int,
+    settings: dict | None = None,
 ) -> None:
     """Write ``folder/last.pt`` atomically (a crash mid-write keeps the previous checkpoint).
 
@@ -328,7 +334,7 @@ def _save(
         "model": model_state, "optimizer": opt_state, "step": result.steps,
         "epoch": epoch, "micro_batches_in_epoch": seen, "micro_batches": result.micro_batches,
         "samples": result.samples, "tokens": result.tokens, "losses": result.losses,
-        "settings": dict(settings),
+        "settings": dict(settings or {}),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                 "numpy": np.random.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},

@@ -188,14 +188,21 @@ def check_weights_options(spec: object, init: str, checkpoint: str | None) -> No
 
     if spec.loader is None and checkpoint:
         raise ConfigError(f"model {spec.name!r} loads no weights; drop --checkpoint for it")
-    if checkpoint and checkpoint.startswith(("/", "./", "../", "~")):  # a path, not a hub id
-        from pathlib import Path
+    if init == "random" and spec.extra.get("pretrained_only"):
+        raise ConfigError(f"model {spec.name!r} exists only pretrained; use --init pretrained")
 
+
+def check_checkpoint_path(checkpoint: str | None) -> None:
+    """A ``--checkpoint`` written as a path (``/``, ``./``, ``../``, ``~``) must exist: a typo is
+    an error for the command line, not weights that are unavailable (a skip)."""
+    from pathlib import Path
+
+    from m2bench.errors import ConfigError
+
+    if checkpoint and checkpoint.startswith(("/", "./", "../", "~")):
         if not Path(checkpoint).expanduser().exists():
             raise ConfigError(f"--checkpoint {checkpoint} does not exist; pass a folder or file "
                               "of weights, or a hub id (org/name)")  # fmt: skip
-    if init == "random" and spec.extra.get("pretrained_only"):
-        raise ConfigError(f"model {spec.name!r} exists only pretrained; use --init pretrained")
 
 
 def create_model(

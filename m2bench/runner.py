@@ -23,7 +23,13 @@ import yaml
 from m2bench import distributed, timing, tracking
 from m2bench.config import RunConfig
 from m2bench.errors import ConfigError, ModelFailure, WeightsUnavailable
-from m2bench.registry import check_weights_options, create_model, get_model_spec, get_task
+from m2bench.registry import (
+    check_checkpoint_path,
+    check_weights_options,
+    create_model,
+    get_model_spec,
+    get_task,
+)
 from m2bench.runtime import (
     describe_error,
     model_config_params,
@@ -123,6 +129,7 @@ def _resolve(spec, model, subtask, config_file, overrides, flags) -> RunConfig:
         flags={**flags, "subtask": subtask},
     )
     check_weights_options(mspec, cfg.init, cfg.checkpoint)
+    check_checkpoint_path(cfg.checkpoint)
     if cfg.seeds is not None and not spec.trains:
         raise ConfigError(f"--seeds: task {spec.name!r} does not train; use --seed for its runs")
     if spec.batches_by_recipe and cfg.batch_size != RunConfig.batch_size:
