@@ -82,7 +82,7 @@ class RunConfig:
         for key, value in merged.items():  # each setting as its field's kind (batch_size=abc)
             if key not in ("task", "model", "seeds", "model_overrides", "task_options"):
                 default = kinds[key].default
-                merged[key] = _typed(value, default if default is not dataclasses.MISSING
+                merged[key] = typed_value(value, default if default is not dataclasses.MISSING
                                      else None, str(kinds[key].type), key)  # fmt: skip
         cfg = cls(**merged)
         cfg.validate()
@@ -226,15 +226,17 @@ def apply_options(
         )
     types = {f.name: str(f.type) for f in dataclasses.fields(base)}
     updates = {
-        k: _typed(v, getattr(base, k), types[k], f"{what} option task.{k}")
+        k: typed_value(v, getattr(base, k), types[k], f"{what} option task.{k}")
         for k, v in options.items()
         if k in names
     }
     return dataclasses.replace(base, **updates)
 
 
-def _typed(value: Any, default: Any, annotation: str, name: str) -> Any:
-    """``value`` as the type of the field it sets (its default's type, else its annotation's).
+def typed_value(value: Any, default: Any, annotation: str, name: str) -> Any:
+    """``value`` as the kind of the field ``name`` it sets: the kind its annotation names
+    (``float``, ``int``, ``bool``, ``str``, a tuple of floats), else its default's type. Numbers
+    must be finite.
 
     Raises:
         ConfigError: a value of another kind (``task.epochs=abc``), naming the field.
@@ -259,7 +261,11 @@ def _typed(value: Any, default: Any, annotation: str, name: str) -> Any:
             return value
         raise ConfigError(f"{name} must be true or false, got {value!r}")
     if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         if kind is int:
             if float(value) != int(value):

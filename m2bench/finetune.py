@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 import yaml
 
 from m2bench import loop, runner, runtime, timing, tracking
-from m2bench.config import RunConfig, parse_overrides
+from m2bench.config import RunConfig, parse_overrides, typed_value
 from m2bench.errors import ConfigError, DataError, StoreError, WeightsUnavailable
 from m2bench.registry import (
     check_checkpoint_path,
@@ -34,7 +33,7 @@ from m2bench.registry import (
 
 log = logging.getLogger(__name__)
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(loop.TrainConfig)]
-_ANNOTATIONS = {f.name: str(f.type) for f in dataclasses.fields(loop.TrainConfig)}
+_FIELDS = {f.name: f for f in dataclasses.fields(loop.TrainConfig)}
 _FLAGS = {"max_steps": " (--max-steps)", "epochs": " (--epochs)"}  # settings with a CLI flag
 _DOMAINS = {  # field: (valid value?, what a valid value is)
     "lr": (lambda v: v > 0, "> 0"),
@@ -62,31 +61,10 @@ class FinetuneResult:
 
 
 def _typed(name: str, value: Any) -> Any:
-    """``value`` as the type of the ``TrainConfig`` field ``name`` (its annotation's)."""
-    annotation, what = _ANNOTATIONS[name], f"train.{name}{_FLAGS.get(name, '')}"
-    if value is None and "None" in annotation:
-        return None
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{what} must be true or false, got {value!r}")
-        return value
-    if annotation == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{what} must be a text value, got {value!r}")
-        return value
-    if annotation.startswith("tuple"):
-        items = value.split(",") if isinstance(value, str) else value
-        try:
-            return tuple(float(x) for x in items)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what} must be numbers like 0.9,0.999, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a number, got {value!r}")
-    if annotation.startswith("int"):
-        if value != int(value):
-            raise ConfigError(f"{what} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
+    """``value`` as the kind of the ``TrainConfig`` field ``name`` (its annotation's)."""
+    field = _FIELDS[name]
+    default = None if field.default is dataclasses.MISSING else field.default
+    return typed_value(value, default, str(field.type), f"train.{name}{_FLAGS.get(name, '')}")
 
 
 def _settings(items: tuple[str, ...]) -> tuple[loop.TrainConfig, dict[str, Any]]:
