@@ -39,6 +39,7 @@ from m2bench import timing, tracking
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, WeightsUnavailable
 from m2bench.registry import create_model, get_model_spec, suggest, valid_overrides
+from m2bench.runtime import overrides_tag
 
 log = logging.getLogger(__name__)
 MODES = ("fwd", "fwdbwd")
@@ -247,7 +248,7 @@ def _log_run(
     spec, mine_over = get_model_spec(name), _applicable(name, overrides)
     tag = label(name, overrides)
     mine = [r for r in rows if r.model == tag]
-    over_tag = " ".join(f"{k}={v}" for k, v in sorted(mine_over.items()))  # as `m2bench run`
+    over_tag = overrides_tag(mine_over)  # as `m2bench run` tags it
     run = tracking.start_run("bench", tag, {**tags, "stage": "bench", "model": tag,
                                             "family": spec.family, "kind": spec.kind,
                                             "model_overrides": over_tag})  # fmt: skip

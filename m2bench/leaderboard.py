@@ -1,4 +1,5 @@
-"""MLflow runs -> one row per (task, version, setting, model, weights, data, hardware) -> CSV.
+"""MLflow runs -> one row per (task, version, setting, budget, subtask, limit, data, hardware,
+model, overrides, weights) -> CSV.
 
 The latest FINISHED run of each group is kept; sample runs are left out unless asked for. Rows
 are ranked only within (task, task version, setting, training budget, data source, hardware):

@@ -8,6 +8,7 @@ in the ``EvalContext``; the task runs the fine-tuning jobs with ``m2bench.loop.t
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import traceback
@@ -29,6 +30,7 @@ from m2bench.registry import (
     create_model,
     get_model_spec,
     get_task,
+    suggest,
 )
 from m2bench.runtime import (
     describe_error,
@@ -96,16 +98,12 @@ def run(
 def _check_task_options(plugin, options) -> None:
     """A ``task.<option>=`` that the task's ``load`` does not take is an error (a task whose
     ``load`` takes ``**options`` checks them itself)."""
-    import inspect
-
     params = inspect.signature(plugin.load).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     valid = sorted(set(params) - {"self", "split", "limit", "data_dir", "sample", "subtask"})
     bad = sorted(set(options) - set(valid))
     if bad:
-        from m2bench.registry import suggest
-
         raise ConfigError(
             f"unknown {plugin.spec.name} option task.{bad[0]}{suggest(bad[0], valid)}; valid: "
             + (", ".join(f"task.{v}" for v in valid) or "none")

@@ -94,6 +94,11 @@ def weights_tags(mspec: Any, cfg: RunConfig) -> dict[str, str]:
     return tags
 
 
+def overrides_tag(overrides: Any) -> str:
+    """The ``model_overrides`` tag: ``k=v`` pairs of the ``model.<field>=`` settings, sorted."""
+    return " ".join(f"{k}={v}" for k, v in sorted(dict(overrides).items()))
+
+
 def training_budget(spec: Any, cfg: RunConfig) -> str:
     """How training was bounded, for tasks that train: ``recipe`` (the task's own recipe), or
     ``max_steps=N`` / ``epochs=E`` where the run cut or changed it; empty for tasks that do not
@@ -137,7 +142,7 @@ def run_tags(
         "budget": training_budget(spec, cfg),
         "subtask": cfg.subtask or "all",
         "eval_limit": str(cfg.limit) if cfg.limit is not None else "all",
-        "model_overrides": " ".join(f"{k}={v}" for k, v in sorted(cfg.model_overrides.items())),
+        "model_overrides": overrides_tag(cfg.model_overrides),
         **data.provenance,
         **tracking.hardware(device),
         **tracking.provenance(),
