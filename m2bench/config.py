@@ -233,6 +233,19 @@ def apply_options(
     return dataclasses.replace(base, **updates)
 
 
+def check_ranges(
+    recipe: Any, *, positive: Sequence[str] = (), non_negative: Sequence[str] = ()
+) -> None:
+    """Raise ``ConfigError`` naming the first ``task.<field>`` of ``recipe`` that is not > 0
+    (``positive``) or not >= 0 (``non_negative``); values are already numbers
+    (:func:`apply_options`)."""
+    for names, bad, bound in ((positive, lambda v: v <= 0, "> 0"),
+                              (non_negative, lambda v: v < 0, ">= 0")):  # fmt: skip
+        for name in names:
+            if bad(getattr(recipe, name)):
+                raise ConfigError(f"task.{name} must be {bound}, got {getattr(recipe, name):g}")
+
+
 def typed_value(value: Any, default: Any, annotation: str, name: str) -> Any:
     """``value`` as the kind of the field ``name`` it sets: the kind its annotation names
     (``float``, ``int``, ``bool``, ``str``, a tuple of floats), else its default's type. Numbers

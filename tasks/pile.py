@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from m2bench import data as mdata
 from m2bench import distributed, loop, timing
-from m2bench.config import apply_options
+from m2bench.config import apply_options, check_ranges
 from m2bench.encoding import autocast
 from m2bench.errors import ConfigError, DataError
 from m2bench.registry import register_task
@@ -93,14 +93,12 @@ class Recipe:
 
 def _recipe(options: dict[str, Any]) -> Recipe:
     recipe = apply_options(Recipe(), options, what="pile")
-    positive = ("train_tokens", "epochs", "batch_size", "accum", "lr", "checkpoint_every")
-    for name in positive:
-        if not getattr(recipe, name) > 0:
-            raise ConfigError(f"task.{name} must be > 0, got {getattr(recipe, name)!r}")
-    for name in ("seq_len", "eval_batch_size", "weight_decay", "warmup_frac", "min_lr_frac",
-                 "clip_grad"):  # fmt: skip
-        if not getattr(recipe, name) >= 0:
-            raise ConfigError(f"task.{name} must be >= 0, got {getattr(recipe, name)!r}")
+    check_ranges(
+        recipe,
+        positive=("train_tokens", "epochs", "batch_size", "accum", "lr", "checkpoint_every"),
+        non_negative=("seq_len", "eval_batch_size", "weight_decay", "warmup_frac", "min_lr_frac",
+                      "clip_grad"),
+    )  # fmt: skip
     if recipe.seq_len == 1:
         raise ConfigError("task.seq_len must be >= 2 (a context and a next token), or 0")
     return recipe

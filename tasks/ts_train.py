@@ -15,7 +15,6 @@ global RNG, so a run's batches do not depend on what else consumed random number
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 
 from m2bench import loop
-from m2bench.config import apply_options
+from m2bench.config import apply_options, check_ranges
 from m2bench.errors import ConfigError
 from m2bench.specs import EvalContext
 
@@ -45,10 +44,12 @@ def task_recipe(default: R, options: dict[str, Any], what: str) -> R:
             means the dataset's default), an unknown protocol or lradj.
     """
     recipe = apply_options(default, options, what=what)
-    for name in ("lr", "epochs", "patience", "batch_size"):  # 0 allowed where it means "default"
-        value, floor = getattr(recipe, name, 1), getattr(default, name, 1)
-        if not (math.isfinite(value) and (value > 0 or (value == 0 and floor == 0))):
-            raise ConfigError(f"task.{name} must be > 0, got {value!r}")
+    fields = [f for f in ("lr", "epochs", "patience", "batch_size") if hasattr(recipe, f)]
+    check_ranges(
+        recipe,
+        positive=[f for f in fields if getattr(default, f) != 0],
+        non_negative=[f for f in fields if getattr(default, f) == 0],
+    )  # 0: the default
     if recipe.protocol not in PROTOCOLS:
         raise ConfigError(f"task.protocol {recipe.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if getattr(recipe, "lradj", LRADJ[0]) not in LRADJ:

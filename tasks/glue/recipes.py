@@ -19,12 +19,11 @@ clipping; dropout 0.1; evaluation on dev after the last epoch (no checkpoint sel
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from m2bench.config import apply_options
+from m2bench.config import apply_options, check_ranges
 from m2bench.errors import ConfigError
 
 
@@ -110,10 +109,7 @@ def with_options(r: Recipe, options: Mapping[str, Any]) -> Recipe:
         value = getattr(r, name)
         if name in options and value is not None and value not in allowed:
             raise ConfigError(f"task.{name}={value} is not one of {', '.join(allowed)}")
-    for name, zero_ok in (("lr", False), ("weight_decay", True), ("epochs", False)):
-        value = getattr(r, name)
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-            raise ConfigError(f"task.{name} must be {'>=' if zero_ok else '>'} 0, got {value:g}")
+    check_ranges(r, positive=("lr", "epochs"), non_negative=("weight_decay",))
     if r.batch_size < 1:
         raise ConfigError(f"task.batch_size must be >= 1, got {r.batch_size}")
     if r.max_length < 3:  # [CLS] and [SEP]s take 3 positions of a pair
